@@ -1,0 +1,237 @@
+"""The command line: ``intentrec <command>``. Run ``intentrec --help`` for the list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from intentrec import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("intentrec")
+
+
+class UsageError(Exception):
+    """A mistake in the command line, reported without a traceback."""
+
+
+def _mapping(pairs: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"{flag} expects NAME=SOURCE_COLUMN, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.column:
+        options["columns"] = _mapping(args.column, "--column")
+    if args.items:
+        options["items"] = Path(args.items)
+    if args.item_column:
+        options["item_columns"] = _mapping(args.item_column, "--item-column")
+    if args.format == "csv":
+        if args.separator:
+            options["separator"] = "\t" if args.separator == "\\t" else args.separator
+        if args.timestamp_format:
+            options["timestamp_format"] = args.timestamp_format
+    elif args.separator or args.timestamp_format:
+        raise UsageError("--separator and --timestamp-format apply to --format csv only")
+    if options and args.format not in ("csv", "parquet"):
+        raise UsageError(f"--column/--items/--item-column apply to csv and parquet, not {args.format}")
+    return options
+
+
+def _sequence_config(args: argparse.Namespace) -> Any:
+    from intentrec.data.intents import IntentConfig
+    from intentrec.data.sequences import SequenceConfig
+
+    intents = IntentConfig(
+        action_source=args.action_source,
+        genre_top_n=args.genre_top_n,
+        new_days=args.new_days,
+        recent_days=args.recent_days,
+    )
+    return SequenceConfig(
+        split=args.split,
+        min_user_interactions=args.min_user_interactions,
+        min_item_interactions=args.min_item_interactions,
+        window_hours=args.window_hours,
+        window_items=args.window_items,
+        intents=intents,
+    )
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from intentrec.data import read_dataset
+    from intentrec.data.sequences import build_sequences
+
+    dataset = read_dataset(args.path, args.format, on_bad_rows=args.on_bad_rows, options=_reader_options(args))
+    return dataset, build_sequences(dataset, _sequence_config(args))
+
+
+def _print_stats(summary: dict[str, Any]) -> None:
+    lines = [
+        f"data set       {summary['dataset']}",
+        f"users          {summary['users']:,}",
+        f"items          {summary['items']:,}",
+        f"interactions   {summary['interactions']:,}",
+        f"density        {summary['density']:.6f}",
+        "sequence length "
+        + "  ".join(f"{k} {v:g}" for k, v in summary["sequence_length"].items()),
+        f"bad rows       {summary['bad_rows']}",
+    ]
+    for example in summary["bad_row_examples"]:
+        lines.append(f"  {example['file']}:{example['line']}: {example['reason']}")
+    if "time_range" in summary:
+        lines.append(f"time range     {summary['time_range'][0]} .. {summary['time_range'][1]}")
+    for name, head in summary["intents"].items():
+        top = ", ".join(f"{k} {v:.1%}" for k, v in list(head["distribution"].items())[:6])
+        more = " ..." if len(head["distribution"]) > 6 else ""
+        lines.append(f"intent {name:<8}{head['classes']} classes ({head['source']}): {top}{more}")
+    for name, reason in summary["disabled_intents"].items():
+        lines.append(f"intent {name:<8}disabled: {reason}")
+    print("\n".join(lines))
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from intentrec.data.prepare import stats
+
+    dataset, prepared = _load(args)
+    summary = stats(dataset, prepared)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        _print_stats(summary)
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from intentrec.data.prepare import write_prepared
+
+    started = time.perf_counter()
+    dataset, prepared = _load(args)
+    write_prepared(prepared, dataset, Path(args.out), source_format=args.format)
+    print(
+        f"prepared {prepared.n_users:,} users, {prepared.n_items:,} items, {prepared.interactions.height:,} interactions "
+        f"({dataset.bad_rows.count} bad rows skipped) in {time.perf_counter() - started:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from intentrec.data.synthetic import WorldConfig, generate, write
+
+    started = time.perf_counter()
+    world = generate(WorldConfig(users=args.users, seed=args.seed, days=args.days))
+    write(world, Path(args.out))
+    print(
+        f"synthetic world: {world.users.height:,} users, {world.items.height:,} items, "
+        f"{world.interactions.height:,} events, {world.sessions.height:,} sessions "
+        f"in {time.perf_counter() - started:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Generate the synthetic world, then show its statistics and prepare it for training."""
+    from intentrec.data import read_dataset
+    from intentrec.data.prepare import stats, write_prepared
+    from intentrec.data.sequences import build_sequences
+    from intentrec.data.synthetic import WorldConfig, generate, write
+
+    out = Path(args.out)
+    world_dir, prepared_dir = out / "world", out / "prepared"
+    started = time.perf_counter()
+    world = generate(WorldConfig(users=args.users, seed=args.seed))
+    write(world, world_dir)
+    print(f"[1/3] synthetic world -> {world_dir} ({world.interactions.height:,} events)")
+    dataset = read_dataset(world_dir, "synthetic")
+    prepared = build_sequences(dataset)
+    write_prepared(prepared, dataset, prepared_dir, source_format="synthetic")
+    print(f"[2/3] prepared -> {prepared_dir}")
+    summary = stats(dataset, prepared)
+    (out / "stats.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print("[3/3] statistics:")
+    _print_stats(summary)
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _add_reader_flags(p: argparse.ArgumentParser) -> None:
+    from intentrec.data import FORMATS
+
+    p.add_argument("path", help="data folder (movielens, recbole, synthetic) or file (s3rec, taobao, csv, parquet)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error", help="stop at the first bad record, or skip and report")
+    p.add_argument("--column", action="append", metavar="NAME=SOURCE", help="csv/parquet: map a canonical column to a source column")
+    p.add_argument("--items", help="csv/parquet: an item catalogue file")
+    p.add_argument("--item-column", action="append", metavar="NAME=SOURCE", help="csv/parquet: map a catalogue column")
+    p.add_argument("--separator", help="csv: field separator (default ','; '\\t' for tab)")
+    p.add_argument("--timestamp-format", help="csv: strftime format of date-time timestamps")
+    p.add_argument("--split", choices=("leave_one_out", "temporal"), default="leave_one_out")
+    p.add_argument("--min-user-interactions", type=int, default=0, help="k-core: users need at least this many (0: off)")
+    p.add_argument("--min-item-interactions", type=int, default=0, help="k-core: items need at least this many (0: off)")
+    p.add_argument("--window-hours", type=float, default=168.0, help="short-term window H (default one week)")
+    p.add_argument("--window-items", type=int, default=10, help="short-term window w without timestamps")
+    p.add_argument("--action-source", choices=("auto", "event", "derived"), default="auto")
+    p.add_argument("--genre-top-n", type=int, default=30)
+    p.add_argument("--new-days", type=int, default=7)
+    p.add_argument("--recent-days", type=int, default=30)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intentrec", description="Intent-aware sequential recommendation.")
+    parser.add_argument("--version", action="version", version=f"intentrec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and decisions")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="read, check, describe and prepare data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    p = data_commands.add_parser("stats", help="counts, lengths, bad rows and intent label distributions")
+    _add_reader_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_data_stats)
+    p = data_commands.add_parser("prepare", help="write Parquet sequences and a manifest for training")
+    _add_reader_flags(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_prepare)
+    p = data_commands.add_parser("synth", help="generate the synthetic streaming world")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--days", type=int, default=180)
+    p.set_defaults(func=cmd_data_synth)
+
+    p = commands.add_parser("quickstart", help="the main job on the built-in synthetic data")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from intentrec.data.textio import DataFormatError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (DataFormatError, UsageError, ValueError, FileNotFoundError) as exc:
+        print(f"intentrec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Batches of left-padded tensors from prepared sequences.
+
+`SequenceStore` holds the prepared interactions as flat NumPy columns with per-user offsets, so a
+batch is gathered with one fancy index of shape (B, L): no Python loop over users or positions.
+
+Training batches (``split="train"``) hold, per user, the last ``max_len + 1`` training interactions:
+inputs are interactions ``0..n-2`` of that window and targets ``1..n-1`` (the next item and its intent
+labels at every position). Evaluation batches hold, per target interaction, the ``max_len``
+interactions before it, and the target at the last position.
+
+Shapes: B batch, L max_len, C categorical fields, G genre classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from intentrec.data.sequences import Prepared
+
+__all__ = ["Batch", "SequenceStore", "gap_bucket"]
+
+Split = Literal["train", "valid", "test"]
+GAP_BUCKETS = 16  # bucketed log2 time gaps; 0 = padding, 1 = first interaction / no timestamps
+
+
+def gap_bucket(gaps: np.ndarray) -> np.ndarray:
+    """Bucket time gaps in seconds: 1 unknown, 2 for < 1 minute, then one bucket per doubling."""
+    out = np.ones(gaps.shape, dtype=np.int64)
+    known = gaps >= 0
+    minutes = np.maximum(gaps[known], 0) / 60.0
+    out[known] = 2 + np.minimum(np.floor(np.log2(1.0 + minutes)), GAP_BUCKETS - 3).astype(np.int64)
+    return out
+
+
+@dataclass
+class Batch:
+    """One batch; every tensor is left-padded along L (padding where ``mask`` is False)."""
+
+    users: torch.Tensor  # (B,) user_idx
+    items: torch.Tensor  # (B, L) item_idx, 0 = padding
+    categorical: torch.Tensor  # (B, L, C) codes, 0 = padding/unknown
+    time_gaps: torch.Tensor  # (B, L) gap bucket, 0 = padding
+    window_len: torch.Tensor  # (B, L) short-term window size at each position, 0 = padding
+    mask: torch.Tensor  # (B, L) True where there is an interaction
+    target_items: torch.Tensor  # (B, L) the next item, 0 where there is no target
+    target_weights: torch.Tensor  # (B, L) engagement weight of the target, 0 where none
+    intent_targets: dict[str, torch.Tensor]  # head -> (B, L) class (-100 = unknown) or (B, L, G) multi-hot
+    intent_target_mask: dict[str, torch.Tensor]  # head -> (B, L) True where the label is known
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            users=self.users.to(device),
+            items=self.items.to(device),
+            categorical=self.categorical.to(device),
+            time_gaps=self.time_gaps.to(device),
+            window_len=self.window_len.to(device),
+            mask=self.mask.to(device),
+            target_items=self.target_items.to(device),
+            target_weights=self.target_weights.to(device),
+            intent_targets={k: v.to(device) for k, v in self.intent_targets.items()},
+            intent_target_mask={k: v.to(device) for k, v in self.intent_target_mask.items()},
+        )
+
+
+class SequenceStore:
+    """Flat columns of a `Prepared` data set, and batch iterators over its splits."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        frame = prepared.interactions
+        self.prepared = prepared
+        self.n_items = prepared.n_items
+        self.heads = prepared.heads
+        self.user_idx = frame["user_idx"].to_numpy().astype(np.int64)
+        self.items = frame["item_idx"].to_numpy().astype(np.int64)
+        self.weights = frame["weight"].to_numpy().astype(np.float32)
+        self.window_len = frame["window_len"].to_numpy().astype(np.int64)
+        gaps = frame["time_gap"].fill_null(-1).to_numpy() if "time_gap" in frame.columns else np.full(frame.height, -1)
+        self.gaps = gap_bucket(np.asarray(gaps, dtype=np.float64))
+        self.categorical_fields: list[str] = []
+        columns = []
+        for head in prepared.heads:  # an interaction's own labels are features of the history
+            if not head.multi_label:
+                self.categorical_fields.append(head.name)
+                columns.append(frame[head.column].fill_null(-1).to_numpy().astype(np.int64) + 1)
+        for name in prepared.vocabularies:
+            self.categorical_fields.append(name)
+            columns.append(frame[f"feat_{name}"].to_numpy().astype(np.int64))
+        if "hour" in frame.columns:
+            self.categorical_fields.append("hour")
+            columns.append(frame["hour"].to_numpy().astype(np.int64) + 1)
+        self.categorical = np.stack(columns, axis=1) if columns else np.zeros((frame.height, 0), dtype=np.int64)
+        self.cardinalities = [int(c.max()) + 1 if len(c) else 1 for c in columns]
+        self.labels: dict[str, np.ndarray] = {}
+        for head in prepared.heads:
+            if head.multi_label:
+                hot = np.zeros((frame.height, len(head.classes)), dtype=np.float32)
+                lists = frame[head.column]
+                lengths = lists.list.len().fill_null(0).to_numpy()
+                rows = np.repeat(np.arange(frame.height), lengths)
+                cols = lists.explode().drop_nulls().to_numpy().astype(np.int64)
+                hot[rows, cols] = 1.0
+                self.labels[head.name] = hot
+            else:
+                self.labels[head.name] = frame[head.column].fill_null(-100).to_numpy().astype(np.int64)
+        users = prepared.users
+        self.n = users["n"].to_numpy().astype(np.int64)
+        self.offsets = np.r_[0, np.cumsum(self.n)[:-1]]
+        self.train_end = users["train_end"].to_numpy().astype(np.int64)
+        self.valid_end = users["valid_end"].to_numpy().astype(np.int64)
+        self.user_ids = users["user_idx"].to_numpy().astype(np.int64)
+
+    # -- index helpers ---------------------------------------------------------------------------
+    def targets(self, split: Split) -> np.ndarray:
+        """Flat indices of the evaluation targets of a split (all positions in [start, end))."""
+        if split == "train":
+            raise ValueError("training uses every position; targets() is for valid and test")
+        start = self.train_end if split == "valid" else self.valid_end
+        end = self.valid_end if split == "valid" else self.n
+        counts = end - start
+        base = np.repeat(self.offsets + start, counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return base + within
+
+    def train_users(self) -> np.ndarray:
+        """Row numbers (into `users`) of users with at least two training interactions."""
+        return np.flatnonzero(self.train_end >= 2)
+
+    def _gather(self, end: np.ndarray, length: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, L) flat indices of the ``length`` interactions ending before ``end``; -1 where padded."""
+        cols = np.arange(max_len)[None, :]
+        idx = end[:, None] - max_len + cols
+        valid = cols >= (max_len - length)[:, None]
+        return np.where(valid, idx, -1), valid
+
+    def _assemble(self, rows: np.ndarray, idx: np.ndarray, valid: np.ndarray, target_idx: np.ndarray, target_valid: np.ndarray) -> Batch:
+        safe = np.where(valid, idx, 0)
+        tsafe = np.where(target_valid, target_idx, 0)
+        window = np.where(valid, self.window_len[safe], 0)
+        # the window cannot reach before the batch's first kept interaction
+        window = np.minimum(window, np.cumsum(valid, axis=1))
+        intent_targets: dict[str, torch.Tensor] = {}
+        intent_mask: dict[str, torch.Tensor] = {}
+        for head in self.heads:
+            label = self.labels[head.name][tsafe]
+            if head.multi_label:
+                known = target_valid & (label.sum(axis=-1) > 0)
+                label = label * target_valid[..., None]
+                intent_targets[head.name] = torch.from_numpy(np.ascontiguousarray(label))
+            else:
+                label = np.where(target_valid, label, -100)
+                known = label >= 0
+                intent_targets[head.name] = torch.from_numpy(label)
+            intent_mask[head.name] = torch.from_numpy(known)
+        return Batch(
+            users=torch.from_numpy(self.user_ids[rows]),
+            items=torch.from_numpy(np.where(valid, self.items[safe], 0)),
+            categorical=torch.from_numpy(np.where(valid[..., None], self.categorical[safe], 0)),
+            time_gaps=torch.from_numpy(np.where(valid, self.gaps[safe], 0)),
+            window_len=torch.from_numpy(window),
+            mask=torch.from_numpy(valid),
+            target_items=torch.from_numpy(np.where(target_valid, self.items[tsafe], 0)),
+            target_weights=torch.from_numpy(np.where(target_valid, self.weights[tsafe], 0.0).astype(np.float32)),
+            intent_targets=intent_targets,
+            intent_target_mask=intent_mask,
+        )
+
+    # -- iterators -------------------------------------------------------------------------------
+    def train_batches(self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0) -> Iterator[Batch]:
+        """Every training user once; next-item targets at every position."""
+        rows = self.train_users()
+        if shuffle:
+            rows = np.random.default_rng(seed).permutation(rows)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            end = self.offsets[chunk] + self.train_end[chunk]  # one past the last training interaction
+            length = np.minimum(self.train_end[chunk], max_len + 1)
+            idx, valid = self._gather(end, length, max_len + 1)
+            yield self._assemble(chunk, idx[:, :-1], valid[:, :-1], idx[:, 1:], valid[:, 1:])
+
+    def eval_batches(self, split: Split, batch_size: int, max_len: int) -> Iterator[Batch]:
+        """One row per target of the split: the ``max_len`` interactions before it, target at the end."""
+        targets = self.targets(split)
+        owner = np.searchsorted(self.offsets, targets, side="right") - 1
+        for start in range(0, len(targets), batch_size):
+            t = targets[start : start + batch_size]
+            rows = owner[start : start + batch_size]
+            length = np.minimum(t - self.offsets[rows], max_len)
+            idx, valid = self._gather(t, length, max_len)
+            target_idx = np.full_like(idx, -1)
+            target_idx[:, -1] = t
+            target_valid = np.zeros_like(valid)
+            target_valid[:, -1] = True
+            yield self._assemble(rows, idx, valid, target_idx, target_valid)
+
+    def history(self, row: int, max_len: int, *, end: int | None = None) -> Batch:
+        """The latest ``max_len`` interactions of one user (all of them by default), for inference."""
+        stop = self.n[row] if end is None else end
+        e = np.array([self.offsets[row] + stop])
+        idx, valid = self._gather(e, np.minimum(np.array([stop]), max_len), max_len)
+        return self._assemble(np.array([row]), idx, valid, np.full_like(idx, -1), np.zeros_like(valid))

@@ -1,0 +1,181 @@
+"""Prepared data on disk (Parquet plus a manifest), loading it back, and data-set statistics.
+
+A prepared folder holds ``interactions.parquet``, ``users.parquet`` (the user id map and split),
+``items.parquet`` (the item id map and catalogue) and ``manifest.json`` (source files with SHA-256,
+counts, configuration, intent heads and vocabularies, skipped records, package version). It is
+written to a temporary folder and renamed into place, so a crash never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from intentrec import __version__
+from intentrec.data.intents import IntentConfig, IntentHead
+from intentrec.data.schema import Dataset
+from intentrec.data.sequences import Prepared, SequenceConfig, build_sequences
+
+__all__ = ["MANIFEST", "config_from_dict", "load_prepared", "prepare", "sha256_file", "stats", "write_prepared"]
+
+MANIFEST = "manifest.json"
+PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_to_dict(config: SequenceConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict[str, Any]) -> SequenceConfig:
+    """Rebuild a `SequenceConfig`; an unknown key is an error that names it."""
+    known = {f.name for f in dataclasses.fields(SequenceConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown sequence option(s) {unknown}; known: {sorted(known)}")
+    values = dict(values)
+    if "intents" in values and isinstance(values["intents"], dict):
+        intent_known = {f.name for f in dataclasses.fields(IntentConfig)}
+        bad = sorted(set(values["intents"]) - intent_known)
+        if bad:
+            raise ValueError(f"unknown intent option(s) {bad}; known: {sorted(intent_known)}")
+        values["intents"] = IntentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values["intents"].items()})
+    for key in ("exclude_users",):
+        if key in values:
+            values[key] = tuple(values[key])
+    return SequenceConfig(**values)
+
+
+def prepare(dataset: Dataset, out: Path, config: SequenceConfig | None = None, *, source_format: str = "") -> Prepared:
+    """Build sequences from ``dataset`` and write them to ``out``."""
+    prepared = build_sequences(dataset, config)
+    write_prepared(prepared, dataset, Path(out), source_format=source_format)
+    return prepared
+
+
+def write_prepared(prepared: Prepared, dataset: Dataset, out: Path, *, source_format: str = "") -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        prepared.interactions.write_parquet(staging / "interactions.parquet")
+        prepared.users.write_parquet(staging / "users.parquet")
+        prepared.items.write_parquet(staging / "items.parquet")
+        manifest = {
+            "intentrec_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset": dataset.name,
+            "source": {
+                "format": source_format,
+                "options": {k: v for k, v in dataset.options.items()},
+                "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in dataset.sources],
+            },
+            "counts": {
+                "users": prepared.n_users,
+                "items": prepared.n_items,
+                "interactions": prepared.interactions.height,
+                "source_interactions": dataset.interactions.height,
+            },
+            "bad_rows": dataset.bad_rows.to_dict(),
+            "config": config_to_dict(prepared.config),
+            "has_timestamps": prepared.has_timestamps,
+            "heads": [dataclasses.asdict(h) for h in prepared.heads],
+            "disabled_heads": prepared.disabled_heads,
+            "vocabularies": prepared.vocabularies,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            out.rename(backup)
+            staging.rename(out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_prepared(folder: Path) -> Prepared:
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{folder}: not a prepared data folder (no {MANIFEST}); run `intentrec data prepare`")
+    manifest = json.loads(manifest_path.read_text())
+    heads = tuple(
+        IntentHead(h["name"], tuple(h["classes"]), bool(h["multi_label"]), h.get("source", "")) for h in manifest["heads"]
+    )
+    return Prepared(
+        interactions=pl.read_parquet(folder / "interactions.parquet"),
+        users=pl.read_parquet(folder / "users.parquet"),
+        items=pl.read_parquet(folder / "items.parquet"),
+        heads=heads,
+        disabled_heads=dict(manifest["disabled_heads"]),
+        vocabularies={k: list(v) for k, v in manifest["vocabularies"].items()},
+        config=config_from_dict(manifest["config"]),
+        has_timestamps=bool(manifest["has_timestamps"]),
+    )
+
+
+def stats(dataset: Dataset, prepared: Prepared) -> dict[str, Any]:
+    """Counts, density, sequence-length percentiles, skipped records and intent label distributions."""
+    lengths = prepared.users["n"].cast(pl.Float64)
+    users, items, n = prepared.n_users, prepared.n_items, prepared.interactions.height
+    out: dict[str, Any] = {
+        "dataset": dataset.name,
+        "users": users,
+        "items": items,
+        "interactions": n,
+        "density": n / (users * items) if users and items else 0.0,
+        "sequence_length": {
+            "mean": float(lengths.mean() or 0.0),
+            "min": int(lengths.min() or 0),
+            **{f"p{round(q * 100)}": float(lengths.quantile(q, "linear") or 0.0) for q in PERCENTILES},
+            "max": int(lengths.max() or 0),
+        },
+        "bad_rows": dataset.bad_rows.count,
+        "bad_row_examples": dataset.bad_rows.to_dict()["first"],
+        "has_timestamps": prepared.has_timestamps,
+        "intents": {},
+        "disabled_intents": prepared.disabled_heads,
+    }
+    if prepared.has_timestamps:
+        ts = prepared.interactions["timestamp"]
+        out["time_range"] = [
+            datetime.fromtimestamp(int(ts.min()), timezone.utc).isoformat(),  # type: ignore[arg-type]
+            datetime.fromtimestamp(int(ts.max()), timezone.utc).isoformat(),  # type: ignore[arg-type]
+        ]
+    for head in prepared.heads:
+        column = prepared.interactions[head.column]
+        if head.multi_label:
+            known = column.drop_nulls()
+            counts = known.explode().value_counts()
+            shares = {head.classes[int(c)]: int(k) / max(known.len(), 1) for c, k in counts.iter_rows()}
+        else:
+            known = column.drop_nulls()
+            counts = known.value_counts()
+            shares = {head.classes[int(c)]: int(k) / max(known.len(), 1) for c, k in counts.iter_rows()}
+        ordered = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
+        out["intents"][head.name] = {
+            "classes": len(head.classes),
+            "multi_label": head.multi_label,
+            "source": head.source,
+            "unknown": column.null_count(),
+            "distribution": {k: round(v, 4) for k, v in ordered.items()},
+        }
+    return out
