@@ -87,8 +87,7 @@ def _print_stats(summary: dict[str, Any]) -> None:
         f"items          {summary['items']:,}",
         f"interactions   {summary['interactions']:,}",
         f"density        {summary['density']:.6f}",
-        "sequence length "
-        + "  ".join(f"{k} {v:g}" for k, v in summary["sequence_length"].items()),
+        "sequence length " + "  ".join(f"{k} {v:g}" for k, v in summary["sequence_length"].items()),
         f"bad rows       {summary['bad_rows']}",
     ]
     for example in summary["bad_row_examples"]:
@@ -123,8 +122,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     dataset, prepared = _load(args)
     write_prepared(prepared, dataset, Path(args.out), source_format=args.format)
     print(
-        f"prepared {prepared.n_users:,} users, {prepared.n_items:,} items, {prepared.interactions.height:,} interactions "
-        f"({dataset.bad_rows.count} bad rows skipped) in {time.perf_counter() - started:.1f} s -> {args.out}"
+        f"prepared {prepared.n_users:,} users, {prepared.n_items:,} items, "
+        f"{prepared.interactions.height:,} interactions ({dataset.bad_rows.count} bad rows skipped) "
+        f"in {time.perf_counter() - started:.1f} s -> {args.out}"
     )
     return 0
 
@@ -173,15 +173,29 @@ def _add_reader_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("path", help="data folder (movielens, recbole, synthetic) or file (s3rec, taobao, csv, parquet)")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error", help="stop at the first bad record, or skip and report")
-    p.add_argument("--column", action="append", metavar="NAME=SOURCE", help="csv/parquet: map a canonical column to a source column")
+    p.add_argument(
+        "--on-bad-rows",
+        choices=("error", "skip"),
+        default="error",
+        help="stop at the first bad record, or skip and report",
+    )
+    p.add_argument(
+        "--column",
+        action="append",
+        metavar="NAME=SOURCE",
+        help="csv/parquet: map a canonical column to a source column",
+    )
     p.add_argument("--items", help="csv/parquet: an item catalogue file")
     p.add_argument("--item-column", action="append", metavar="NAME=SOURCE", help="csv/parquet: map a catalogue column")
     p.add_argument("--separator", help="csv: field separator (default ','; '\\t' for tab)")
     p.add_argument("--timestamp-format", help="csv: strftime format of date-time timestamps")
     p.add_argument("--split", choices=("leave_one_out", "temporal"), default="leave_one_out")
-    p.add_argument("--min-user-interactions", type=int, default=0, help="k-core: users need at least this many (0: off)")
-    p.add_argument("--min-item-interactions", type=int, default=0, help="k-core: items need at least this many (0: off)")
+    p.add_argument(
+        "--min-user-interactions", type=int, default=0, help="k-core: users need at least this many (0: off)"
+    )
+    p.add_argument(
+        "--min-item-interactions", type=int, default=0, help="k-core: items need at least this many (0: off)"
+    )
     p.add_argument("--window-hours", type=float, default=168.0, help="short-term window H (default one week)")
     p.add_argument("--window-items", type=int, default=10, help="short-term window w without timestamps")
     p.add_argument("--action-source", choices=("auto", "event", "derived"), default="auto")
@@ -225,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from intentrec.data.textio import DataFormatError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except (DataFormatError, UsageError, ValueError, FileNotFoundError) as exc:

@@ -137,7 +137,14 @@ class SequenceStore:
         valid = cols >= (max_len - length)[:, None]
         return np.where(valid, idx, -1), valid
 
-    def _assemble(self, rows: np.ndarray, idx: np.ndarray, valid: np.ndarray, target_idx: np.ndarray, target_valid: np.ndarray) -> Batch:
+    def _assemble(
+        self,
+        rows: np.ndarray,
+        idx: np.ndarray,
+        valid: np.ndarray,
+        target_idx: np.ndarray,
+        target_valid: np.ndarray,
+    ) -> Batch:
         safe = np.where(valid, idx, 0)
         tsafe = np.where(target_valid, target_idx, 0)
         window = np.where(valid, self.window_len[safe], 0)
@@ -180,7 +187,8 @@ class SequenceStore:
             end = self.offsets[chunk] + self.train_end[chunk]  # one past the last training interaction
             length = np.minimum(self.train_end[chunk], max_len + 1)
             idx, valid = self._gather(end, length, max_len + 1)
-            yield self._assemble(chunk, idx[:, :-1], valid[:, :-1], idx[:, 1:], valid[:, 1:])
+            inputs = valid[:, :-1]
+            yield self._assemble(chunk, idx[:, :-1], inputs, idx[:, 1:], valid[:, 1:] & inputs)
 
     def eval_batches(self, split: Split, batch_size: int, max_len: int) -> Iterator[Batch]:
         """One row per target of the split: the ``max_len`` interactions before it, target at the end."""

@@ -123,7 +123,9 @@ def derive_intents(
                 columns.append(_index_of(classes, pl.col("event")).alias("intent_action"))
             else:
                 rule = "series" if has("series") else "previous genre" if has("genres") else "repeat only"
-                heads.append(IntentHead("action", DERIVED_ACTIONS, source=f"derived: rewatch / continue ({rule}) / discover"))
+                heads.append(
+                    IntentHead("action", DERIVED_ACTIONS, source=f"derived: rewatch / continue ({rule}) / discover")
+                )
                 columns.append(_derived_action(rule).alias("intent_action"))
         elif name == "genre":
             if not has("genres"):
@@ -150,7 +152,11 @@ def derive_intents(
                 reason = f"release dates are only known to the {release_precision}: new/recent cannot be told apart"
             else:
                 heads.append(
-                    IntentHead("recency", RECENCY_CLASSES, source=f"age at event: new <= {cfg.new_days} d, recent <= {cfg.recent_days} d")
+                    IntentHead(
+                        "recency",
+                        RECENCY_CLASSES,
+                        source=f"age at event: new <= {cfg.new_days} d, recent <= {cfg.recent_days} d",
+                    )
                 )
                 columns.append(recency_bucket(cfg.new_days, cfg.recent_days).alias("intent_recency"))
         if reason is not None:

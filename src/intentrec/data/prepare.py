@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from intentrec import __version__
@@ -24,7 +25,15 @@ from intentrec.data.intents import IntentConfig, IntentHead
 from intentrec.data.schema import Dataset
 from intentrec.data.sequences import Prepared, SequenceConfig, build_sequences
 
-__all__ = ["MANIFEST", "config_from_dict", "load_prepared", "prepare", "sha256_file", "stats", "write_prepared"]
+__all__ = [
+    "MANIFEST",
+    "config_from_dict",
+    "load_prepared",
+    "prepare",
+    "sha256_file",
+    "stats",
+    "write_prepared",
+]
 
 MANIFEST = "manifest.json"
 PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -54,7 +63,10 @@ def config_from_dict(values: dict[str, Any]) -> SequenceConfig:
         bad = sorted(set(values["intents"]) - intent_known)
         if bad:
             raise ValueError(f"unknown intent option(s) {bad}; known: {sorted(intent_known)}")
-        values["intents"] = IntentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values["intents"].items()})
+        intent_values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values["intents"].items()
+        }
+        values["intents"] = IntentConfig(**intent_values)
     for key in ("exclude_users",):
         if key in values:
             values[key] = tuple(values[key])
@@ -82,7 +94,9 @@ def write_prepared(prepared: Prepared, dataset: Dataset, out: Path, *, source_fo
             "source": {
                 "format": source_format,
                 "options": {k: v for k, v in dataset.options.items()},
-                "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in dataset.sources],
+                "files": [
+                    {"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in dataset.sources
+                ],
             },
             "counts": {
                 "users": prepared.n_users,
@@ -118,7 +132,8 @@ def load_prepared(folder: Path) -> Prepared:
         raise FileNotFoundError(f"{folder}: not a prepared data folder (no {MANIFEST}); run `intentrec data prepare`")
     manifest = json.loads(manifest_path.read_text())
     heads = tuple(
-        IntentHead(h["name"], tuple(h["classes"]), bool(h["multi_label"]), h.get("source", "")) for h in manifest["heads"]
+        IntentHead(h["name"], tuple(h["classes"]), bool(h["multi_label"]), h.get("source", ""))
+        for h in manifest["heads"]
     )
     return Prepared(
         interactions=pl.read_parquet(folder / "interactions.parquet"),
@@ -134,7 +149,7 @@ def load_prepared(folder: Path) -> Prepared:
 
 def stats(dataset: Dataset, prepared: Prepared) -> dict[str, Any]:
     """Counts, density, sequence-length percentiles, skipped records and intent label distributions."""
-    lengths = prepared.users["n"].cast(pl.Float64)
+    lengths = prepared.users["n"].cast(pl.Float64).to_numpy()
     users, items, n = prepared.n_users, prepared.n_items, prepared.interactions.height
     out: dict[str, Any] = {
         "dataset": dataset.name,
@@ -143,10 +158,10 @@ def stats(dataset: Dataset, prepared: Prepared) -> dict[str, Any]:
         "interactions": n,
         "density": n / (users * items) if users and items else 0.0,
         "sequence_length": {
-            "mean": float(lengths.mean() or 0.0),
-            "min": int(lengths.min() or 0),
-            **{f"p{round(q * 100)}": float(lengths.quantile(q, "linear") or 0.0) for q in PERCENTILES},
-            "max": int(lengths.max() or 0),
+            "mean": float(lengths.mean()),
+            "min": int(lengths.min()),
+            **{f"p{round(q * 100)}": float(np.quantile(lengths, q)) for q in PERCENTILES},
+            "max": int(lengths.max()),
         },
         "bad_rows": dataset.bad_rows.count,
         "bad_row_examples": dataset.bad_rows.to_dict()["first"],

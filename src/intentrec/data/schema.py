@@ -90,7 +90,9 @@ class Dataset:
         return False
 
 
-def _conform(frame: pl.DataFrame, schema: Mapping[str, pl.DataType], required: tuple[str, ...], what: str) -> pl.DataFrame:
+def _conform(
+    frame: pl.DataFrame, schema: Mapping[str, pl.DataType], required: tuple[str, ...], what: str
+) -> pl.DataFrame:
     unknown = [c for c in frame.columns if c not in schema]
     if unknown:
         raise ValueError(f"{what}: unknown column(s) {unknown}; allowed: {list(schema)}")
@@ -111,7 +113,9 @@ def make_dataset(
 ) -> Dataset:
     """Build a `Dataset`, casting to the canonical types and adding catalogue rows for items
     that appear only in the log (so every interacted item has a catalogue row)."""
-    interactions = _conform(interactions.drop("line", strict=False), INTERACTION_SCHEMA, ("user", "item"), "interactions")
+    interactions = _conform(
+        interactions.drop("line", strict=False), INTERACTION_SCHEMA, ("user", "item"), "interactions"
+    )
     if items is None:
         items = pl.DataFrame({"item": []}, schema={"item": pl.String()})
     items = _conform(items.drop("line", strict=False), ITEM_SCHEMA, ("item",), "items")

@@ -51,7 +51,7 @@ class SequenceConfig:
     def __post_init__(self) -> None:
         if self.split not in ("leave_one_out", "temporal"):
             raise ValueError(f"split must be leave_one_out or temporal, got {self.split!r}")
-        if not (0 < self.temporal_valid and 0 < self.temporal_test and self.temporal_valid + self.temporal_test < 1):
+        if not (self.temporal_valid > 0 and self.temporal_test > 0 and self.temporal_valid + self.temporal_test < 1):
             raise ValueError("temporal_valid and temporal_test must be positive and add up to less than 1")
         if self.window_hours <= 0 or self.window_items < 1:
             raise ValueError("window_hours must be positive and window_items at least 1")
@@ -134,7 +134,9 @@ def build_sequences(dataset: Dataset, config: SequenceConfig | None = None) -> P
     users = _natural_order(frame["user"])
     items_order = _natural_order(frame["item"])
     user_map = pl.DataFrame({"user": users, "user_idx": pl.int_range(1, users.len() + 1, dtype=pl.Int32, eager=True)})
-    item_map = pl.DataFrame({"item": items_order, "item_idx": pl.int_range(1, items_order.len() + 1, dtype=pl.Int32, eager=True)})
+    item_map = pl.DataFrame(
+        {"item": items_order, "item_idx": pl.int_range(1, items_order.len() + 1, dtype=pl.Int32, eager=True)}
+    )
     frame = frame.join(user_map, on="user").join(item_map, on="item")
     order = ["user_idx", "timestamp", "__order"] if dataset.has_timestamps else ["user_idx", "__order"]
     frame = frame.sort(order)
@@ -165,7 +167,9 @@ def build_sequences(dataset: Dataset, config: SequenceConfig | None = None) -> P
             values = frame[name].drop_nulls().unique().sort().to_list()
             vocabularies[name] = values
             frame = frame.with_columns(
-                pl.col(name).replace_strict(values, list(range(1, len(values) + 1)), default=0, return_dtype=pl.Int16).alias(f"feat_{name}")
+                pl.col(name)
+                .replace_strict(values, list(range(1, len(values) + 1)), default=0, return_dtype=pl.Int16)
+                .alias(f"feat_{name}")
             )
     keep = ["user_idx", "item_idx", "position", "weight", "window_len"]
     keep += [c for c in ("timestamp", "time_gap", "hour") if c in frame.columns]
@@ -205,8 +209,10 @@ def _split(frame: pl.DataFrame, user_map: pl.DataFrame, cfg: SequenceConfig, has
             (pl.col("timestamp") <= t_valid).sum().cast(pl.Int32).alias("train_end"),
             (pl.col("timestamp") <= t_test).sum().cast(pl.Int32).alias("valid_end"),
         )
-    return user_map.join(ends, on="user_idx").sort("user_idx").select(
-        "user_idx", "user", "n", pl.col("train_end").cast(pl.Int32), pl.col("valid_end").cast(pl.Int32)
+    return (
+        user_map.join(ends, on="user_idx")
+        .sort("user_idx")
+        .select("user_idx", "user", "n", pl.col("train_end").cast(pl.Int32), pl.col("valid_end").cast(pl.Int32))
     )
 
 
@@ -225,6 +231,8 @@ def _catalogue(catalogue: pl.DataFrame, heads: tuple[IntentHead, ...]) -> pl.Dat
         )
     if "format" in out.columns:
         out = out.with_columns(
-            pl.col("format").replace_strict(["film", "series"], [1, 2], default=0, return_dtype=pl.Int8).alias("format_code")
+            pl.col("format")
+            .replace_strict(["film", "series"], [1, 2], default=0, return_dtype=pl.Int8)
+            .alias("format_code")
         )
     return out

@@ -195,7 +195,11 @@ def generate(cfg: WorldConfig | None = None) -> World:
                 np.cumsum(cat["popularity"][chosen]).tolist(),
             )
     by_release = np.argsort(cat["release"], kind="stable")
-    all_titles = (by_release.tolist(), cat["release"][by_release].tolist(), np.cumsum(cat["popularity"][by_release]).tolist())
+    all_titles = (
+        by_release.tolist(),
+        cat["release"][by_release].tolist(),
+        np.cumsum(cat["popularity"][by_release]).tolist(),
+    )
 
     names = list(ARCHETYPES)
     shares = np.array([ARCHETYPES[a].share for a in names])
@@ -204,12 +208,16 @@ def generate(cfg: WorldConfig | None = None) -> World:
     preferred_hour = rng.normal(20.5, 2.5, size=cfg.users)
 
     events: dict[str, list] = {k: [] for k in ("user", "item", "timestamp", "weight", "device", "session")}
-    sess: dict[str, list] = {k: [] for k in ("session", "user", "start", "action", "genre", "format", "recency", "noise_free")}
+    sess: dict[str, list] = {
+        k: [] for k in ("session", "user", "start", "action", "genre", "format", "recency", "noise_free")
+    }
     p_cols: dict[str, list] = {f"p_action_{a}": [] for a in ACTIONS}
     p_cols.update({f"p_format_{f}": [] for f in FORMATS})
     p_cols.update({f"p_recency_{r}": [] for r in RECENCY})
     p_cols.update({f"p_genre_{g}": [] for g in GENRES})
-    user_rows: dict[str, list] = {k: [] for k in ("user", "archetype", "top_genre", "p_continue", "p_discover", "p_rewatch", "sessions")}
+    user_rows: dict[str, list] = {
+        k: [] for k in ("user", "archetype", "top_genre", "p_continue", "p_discover", "p_rewatch", "sessions")
+    }
 
     def pick(titles: tuple[list[int], list[int], list[float]], lo_ts: int, hi_ts: int, watched: set[int]) -> int:
         ids, releases, cum = titles
@@ -292,14 +300,11 @@ def generate(cfg: WorldConfig | None = None) -> World:
             sess["genre"].append(GENRES[genre])
             sess["format"].append(FORMATS[fmt])
             sess["recency"].append(RECENCY[recency])
-            for i, a in enumerate(ACTIONS):
-                p_cols[f"p_action_{a}"].append(float(pa[i]))
-            for i, f in enumerate(FORMATS):
-                p_cols[f"p_format_{f}"].append(float(pf[i]))
-            for i, r in enumerate(RECENCY):
-                p_cols[f"p_recency_{r}"].append(float(p_recency[i]))
-            for i, g in enumerate(GENRES):
-                p_cols[f"p_genre_{g}"].append(float(pg[i]))
+            for prefix, values, probabilities in (
+                ("action", ACTIONS, pa), ("format", FORMATS, pf), ("recency", RECENCY, p_recency), ("genre", GENRES, pg)
+            ):  # fmt: skip
+                for value, probability in zip(values, probabilities, strict=True):
+                    p_cols[f"p_{prefix}_{value}"].append(float(probability))
             last_genre = genre
 
             length = 1 + _poisson(py, arch.session_length - 1)
@@ -316,10 +321,10 @@ def generate(cfg: WorldConfig | None = None) -> World:
                         item = py.choice(same) if same else py.choice(watched_items)
                     else:
                         newest, oldest = recency_window[recency]
-                        for g, f, r in ((genre, fmt, True), (genre, fmt, False), (genre, 1 - fmt, False)):
-                            lo_ts = t - newest * DAY if r else 0
-                            hi_ts = t - oldest * DAY if r else t
-                            title = pick(index[(g, f)], lo_ts, hi_ts, watched)
+                        for want_format, by_recency in ((fmt, True), (fmt, False), (1 - fmt, False)):
+                            lo_ts = t - newest * DAY if by_recency else 0
+                            hi_ts = t - oldest * DAY if by_recency else t
+                            title = pick(index[(genre, want_format)], lo_ts, hi_ts, watched)
                             if title >= 0:
                                 break
                 if item < 0 and title < 0:
@@ -391,14 +396,22 @@ def _poisson(py: random.Random, mean: float) -> int:
     return k
 
 
-def _items_frame(cat: dict[str, np.ndarray], item_title: np.ndarray, first_item: np.ndarray, n_items: int, rng: np.random.Generator) -> pl.DataFrame:
+def _items_frame(
+    cat: dict[str, np.ndarray],
+    item_title: np.ndarray,
+    first_item: np.ndarray,
+    n_items: int,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
     n_titles = len(cat["primary"])
     adjectives = rng.integers(0, len(_ADJECTIVES), size=n_titles)
     nouns = rng.integers(0, len(_NOUNS), size=n_titles)
-    names = [f"{_ADJECTIVES[a]} {_NOUNS[b]}" for a, b in zip(adjectives, nouns)]
-    names = [f"{n} ({i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)] if n_titles < 400 else [
-        f"{n} #{i + 1}" for i, n in enumerate(names)
-    ]
+    names = [f"{_ADJECTIVES[a]} {_NOUNS[b]}" for a, b in zip(adjectives, nouns, strict=True)]
+    names = (
+        [f"{n} ({i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
+        if n_titles < 400
+        else [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    )
     epoch = date(1970, 1, 1)
     titles, genres, formats, series, releases = [], [], [], [], []
     for item in range(n_items):
@@ -451,10 +464,15 @@ def write(world: World, out: Path) -> Path:
 def bayes_accuracy(sessions: pl.DataFrame) -> dict[str, float]:
     """Best achievable accuracy of each session intent knowing the generator's state: mean(max p)."""
     out = {}
-    for field_name, values in (("action", ACTIONS), ("format", FORMATS), ("recency", RECENCY), ("genre", GENRES)):
+    for field_name, values in (
+        ("action", ACTIONS),
+        ("format", FORMATS),
+        ("recency", RECENCY),
+        ("genre", GENRES),
+    ):
         cols = [f"p_{field_name}_{v}" for v in values]
         best = sessions.select(pl.max_horizontal(cols) / pl.sum_horizontal(cols)).to_series()
-        out[field_name] = round(float(best.mean()), 4) if sessions.height else 0.0
+        out[field_name] = round(float(best.mean() or 0.0), 4) if sessions.height else 0.0  # type: ignore[arg-type]
     return out
 
 

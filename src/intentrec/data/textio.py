@@ -27,6 +27,7 @@ __all__ = [
     "BadRows",
     "DataFormatError",
     "Field",
+    "FieldType",
     "OnBadRows",
     "check_on_bad_rows",
     "drop_duplicate_events",
@@ -225,7 +226,9 @@ def parse_fields(
         missing = [f.source_name for f in fields if f.required and f.source_name not in header]
         if missing:
             raise DataFormatError(
-                path, f"missing column(s) {', '.join(map(repr, missing))}; the header has {list(header)}", line=1
+                path,
+                f"missing column(s) {', '.join(map(repr, missing))}; the header has {list(header)}",
+                line=1,
             )
         positions = {f.name: header.index(f.source_name) for f in fields if f.source_name in header}
         expected = len(header)
@@ -241,10 +244,7 @@ def parse_fields(
         split = lines.with_columns(pl.col("text").str.split(separator).alias("__values"))
     split = split.with_columns(
         pl.col("__values").list.len().alias("__n"),
-        *[
-            pl.col("__values").list.get(positions[f.name], null_on_oob=True).alias(f"__raw_{f.name}")
-            for f in present
-        ],
+        *[pl.col("__values").list.get(positions[f.name], null_on_oob=True).alias(f"__raw_{f.name}") for f in present],
     )
     split = split.with_columns(*[_cast(pl.col(f"__raw_{f.name}"), f.type).alias(f.name) for f in present])
 

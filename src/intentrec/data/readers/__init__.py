@@ -17,7 +17,9 @@ __all__ = ["FORMATS", "read_dataset"]
 FORMATS = ("movielens", "s3rec", "taobao", "csv", "parquet", "recbole", "synthetic")
 
 
-def read_dataset(path: Path | str, format: str, *, on_bad_rows: str = "error", options: Mapping[str, Any] | None = None) -> Dataset:
+def read_dataset(
+    path: Path | str, format: str, *, on_bad_rows: str = "error", options: Mapping[str, Any] | None = None
+) -> Dataset:
     """Read PATH as FORMAT. ``options`` go to the csv/parquet readers (``columns``, ``separator``, ...)."""
     mode = check_on_bad_rows(on_bad_rows)
     path = Path(path)

@@ -78,7 +78,8 @@ def detect_variant(folder: Path) -> str:
     if (folder / "ratings.csv").exists():
         return "csv"
     raise DataFormatError(
-        folder, "not a MovieLens folder: expected u.data (ML-100K), ratings.dat (ML-1M/10M) or ratings.csv (ML-20M+)"
+        folder,
+        "not a MovieLens folder: expected u.data (ML-100K), ratings.dat (ML-1M/10M) or ratings.csv (ML-20M+)",
     )
 
 
@@ -114,7 +115,9 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
         ratings = read_delimited(ratings_file, fields, separator=",", has_header=True, on_bad_rows=on_bad_rows, bad=bad)
         items = _read_movies_csv(path / "movies.csv", on_bad_rows, bad)
         options = {"variant": "ml-csv", "release_precision": "year"}
-    ratings = drop_duplicate_events(ratings_file, ratings, ["user", "item", "timestamp"], on_bad_rows=on_bad_rows, bad=bad)
+    ratings = drop_duplicate_events(
+        ratings_file, ratings, ["user", "item", "timestamp"], on_bad_rows=on_bad_rows, bad=bad
+    )
     interactions = ratings.with_columns(pl.col("user").cast(pl.String), pl.col("item").cast(pl.String))
     return make_dataset(
         "movielens-" + str(options["variant"]).removeprefix("ml-"),
@@ -146,9 +149,13 @@ def _read_100k_items(path: Path, on_bad_rows: OnBadRows, bad: BadRows) -> pl.Dat
     if unparsable.height:
         row = unparsable.row(0, named=True)
         raise DataFormatError(
-            path, f"column 'release': {row['release']!r} is not a date like 01-Jan-1995", line=int(row["line"])
+            path,
+            f"column 'release': {row['release']!r} is not a date like 01-Jan-1995",
+            line=int(row["line"]),
         )
-    genres = pl.concat_list([pl.when(pl.col(f) == 1).then(pl.lit(name)) for f, name in zip(flags, ML100K_GENRES)])
+    genres = pl.concat_list(
+        [pl.when(pl.col(f) == 1).then(pl.lit(name)) for f, name in zip(flags, ML100K_GENRES, strict=True)]
+    )
     return frame.select(
         pl.col("item").cast(pl.String),
         pl.col("title").str.strip_chars(),
@@ -219,7 +226,8 @@ def default_cache_dir() -> Path:
 
 
 def _urlopen(url: str) -> BinaryIO:
-    return urllib.request.urlopen(url, timeout=60)  # type: ignore[no-any-return]
+    response: BinaryIO = urllib.request.urlopen(url, timeout=60)
+    return response
 
 
 def download(

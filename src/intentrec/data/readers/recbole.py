@@ -13,11 +13,25 @@ from pathlib import Path
 import polars as pl
 
 from intentrec.data.schema import Dataset, make_dataset
-from intentrec.data.textio import BadRows, DataFormatError, Field, OnBadRows, drop_duplicate_events, parse_fields, read_lines
+from intentrec.data.textio import (
+    BadRows,
+    DataFormatError,
+    Field,
+    FieldType,
+    OnBadRows,
+    drop_duplicate_events,
+    parse_fields,
+    read_lines,
+)
 
 __all__ = ["read"]
 
-INTER_FIELDS = {"user_id": ("user", "str"), "item_id": ("item", "str"), "rating": ("rating", "float"), "timestamp": ("timestamp", "timestamp")}
+INTER_FIELDS: dict[str, tuple[str, FieldType]] = {
+    "user_id": ("user", "str"),
+    "item_id": ("item", "str"),
+    "rating": ("rating", "float"),
+    "timestamp": ("timestamp", "timestamp"),
+}
 GENRE_FIELDS = ("genre", "class", "categories", "category")
 TITLE_FIELDS = ("movie_title", "title")
 
@@ -28,7 +42,11 @@ def _header(path: Path, lines: pl.DataFrame) -> tuple[list[str], list[str]]:
     for column in raw:
         name, _, kind = column.strip().partition(":")
         if not kind:
-            raise DataFormatError(path, f"header field {column!r} has no ':type' suffix (RecBole atomic files name types)", line=1)
+            raise DataFormatError(
+                path,
+                f"header field {column!r} has no ':type' suffix (RecBole atomic files name types)",
+                line=1,
+            )
         names.append(name)
         types.append(kind)
     return names, types
@@ -41,16 +59,31 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
     bad = BadRows()
     lines, unterminated = read_lines(inter, on_bad_rows=on_bad_rows, bad=bad)
     names, _ = _header(inter, lines)
-    fields = [Field(canon, kind, required=canon in ("user", "item"), source=source) for source, (canon, kind) in INTER_FIELDS.items()]  # type: ignore[arg-type]
+    fields = [
+        Field(canon, kind, required=canon in ("user", "item"), source=source)
+        for source, (canon, kind) in INTER_FIELDS.items()
+    ]
     frame = parse_fields(
-        inter, lines.slice(1), fields, separator="\t", unterminated=unterminated, on_bad_rows=on_bad_rows, bad=bad, header=names
+        inter,
+        lines.slice(1),
+        fields,
+        separator="\t",
+        unterminated=unterminated,
+        on_bad_rows=on_bad_rows,
+        bad=bad,
+        header=names,
     )
     if "timestamp" in frame.columns:
         frame = drop_duplicate_events(inter, frame, ["user", "item", "timestamp"], on_bad_rows=on_bad_rows, bad=bad)
     item_file = inter.with_suffix(".item")
     items = _read_items(item_file, on_bad_rows, bad) if item_file.exists() else None
     return make_dataset(
-        inter.stem, frame, items, bad_rows=bad, sources=tuple(p for p in (inter, item_file) if p.exists()), options={"format": "recbole"}
+        inter.stem,
+        frame,
+        items,
+        bad_rows=bad,
+        sources=tuple(p for p in (inter, item_file) if p.exists()),
+        options={"format": "recbole"},
     )
 
 
@@ -75,7 +108,14 @@ def _read_items(path: Path, on_bad_rows: OnBadRows, bad: BadRows) -> pl.DataFram
     if genre:
         fields.append(Field("genres", required=False, source=genre))
     frame = parse_fields(
-        path, lines.slice(1), fields, separator="\t", unterminated=unterminated, on_bad_rows=on_bad_rows, bad=bad, header=names
+        path,
+        lines.slice(1),
+        fields,
+        separator="\t",
+        unterminated=unterminated,
+        on_bad_rows=on_bad_rows,
+        bad=bad,
+        header=names,
     )
     if genre:
         frame = frame.with_columns(pl.col("genres").str.split(" ").list.eval(pl.element().filter(pl.element() != "")))

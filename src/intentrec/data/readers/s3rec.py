@@ -35,7 +35,10 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
     first_bad = pl.col("not_int").list.arg_max()
     reason = pl.coalesce(
         pl.when(pl.col("tokens").list.len() < 2).then(
-            pl.format("expected a user id followed by at least one item id, found {} value(s)", pl.col("tokens").list.len())
+            pl.format(
+                "expected a user id followed by at least one item id, found {} value(s)",
+                pl.col("tokens").list.len(),
+            )
         ),
         pl.when(pl.col("not_int").list.any()).then(
             pl.format(
@@ -47,9 +50,11 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
     )
     if unterminated:
         last = parsed["line"].max()
-        reason = pl.when((pl.col("line") == last) & reason.is_not_null()).then(
-            pl.format("{} (the last line has no newline: truncated record?)", reason)
-        ).otherwise(reason)
+        reason = (
+            pl.when((pl.col("line") == last) & reason.is_not_null())
+            .then(pl.format("{} (the last line has no newline: truncated record?)", reason))
+            .otherwise(reason)
+        )
     parsed = parsed.with_columns(reason.alias("reason"))
     problems = parsed.filter(pl.col("reason").is_not_null()).select("line", "reason")
     if problems.height:

@@ -34,7 +34,9 @@ __all__ = ["read_csv", "read_parquet"]
 _TYPES = {"user": "str", "item": "str", "timestamp": "timestamp", "weight": "float", "rating": "float"}
 
 
-def _fields(mapping: Mapping[str, str], header: list[str], schema: Mapping[str, object], required: tuple[str, ...]) -> list[Field]:
+def _fields(
+    mapping: Mapping[str, str], header: list[str], schema: Mapping[str, object], required: tuple[str, ...]
+) -> list[Field]:
     unknown = [k for k in mapping if k not in schema]
     if unknown:
         raise ValueError(f"unknown canonical column(s) {unknown} in the column mapping; allowed: {list(schema)}")
@@ -62,17 +64,25 @@ def _records(path: Path, separator: str, on_bad_rows: OnBadRows, bad: BadRows) -
     if len(rows) != len(numbers):  # a quoted field spans lines: fall back to the csv module's own numbering
         raise DataFormatError(path, "quoted fields spanning several lines are not supported")
     header = [h.strip() for h in rows[0]]
-    body = pl.DataFrame({"line": numbers[1:], "__values": rows[1:]}, schema={"line": pl.UInt32, "__values": pl.List(pl.String)})
+    body = pl.DataFrame(
+        {"line": numbers[1:], "__values": rows[1:]},
+        schema={"line": pl.UInt32, "__values": pl.List(pl.String)},
+    )
     return body, header, unterminated
 
 
-def _parse_times(path: Path, frame: pl.DataFrame, timestamp_format: str | None, on_bad_rows: OnBadRows, bad: BadRows) -> pl.DataFrame:
+def _parse_times(
+    path: Path, frame: pl.DataFrame, timestamp_format: str | None, on_bad_rows: OnBadRows, bad: BadRows
+) -> pl.DataFrame:
     if timestamp_format is None or "timestamp" not in frame.columns:
         return frame
     parsed = pl.col("timestamp").str.strptime(pl.Datetime("ms"), timestamp_format, strict=False)
     frame = frame.with_columns(parsed.dt.epoch("s").alias("__ts"))
     wrong = frame.filter(pl.col("__ts").is_null()).select(
-        "line", pl.format(f"column 'timestamp': '{{}}' does not match {timestamp_format!r}", pl.col("timestamp")).alias("reason")
+        "line",
+        pl.format(f"column 'timestamp': '{{}}' does not match {timestamp_format!r}", pl.col("timestamp")).alias(
+            "reason"
+        ),
     )
     if wrong.height:
         if on_bad_rows == "error":
@@ -83,12 +93,19 @@ def _parse_times(path: Path, frame: pl.DataFrame, timestamp_format: str | None, 
 
 
 def _finish(
-    path: Path, frame: pl.DataFrame, items: pl.DataFrame | None, bad: BadRows, on_bad_rows: OnBadRows, sources: tuple[Path, ...]
+    path: Path,
+    frame: pl.DataFrame,
+    items: pl.DataFrame | None,
+    bad: BadRows,
+    on_bad_rows: OnBadRows,
+    sources: tuple[Path, ...],
 ) -> Dataset:
     if "timestamp" in frame.columns:
         keys = [c for c in ("user", "item", "timestamp", "event") if c in frame.columns]
         frame = drop_duplicate_events(path, frame, keys, on_bad_rows=on_bad_rows, bad=bad)
-    return make_dataset(path.stem, frame, items, bad_rows=bad, sources=sources, options={"format": path.suffix.lstrip(".")})
+    return make_dataset(
+        path.stem, frame, items, bad_rows=bad, sources=sources, options={"format": path.suffix.lstrip(".")}
+    )
 
 
 def read_csv(
@@ -110,14 +127,23 @@ def read_csv(
     if timestamp_format is not None:
         fields = [Field(f.name, "str", f.required, f.source) if f.name == "timestamp" else f for f in fields]
     frame = parse_fields(
-        path, body, fields, separator=separator, unterminated=unterminated, on_bad_rows=on_bad_rows, bad=bad, header=header
+        path,
+        body,
+        fields,
+        separator=separator,
+        unterminated=unterminated,
+        on_bad_rows=on_bad_rows,
+        bad=bad,
+        header=header,
     )
     frame = _parse_times(path, frame, timestamp_format, on_bad_rows, bad)
     catalogue = None
     if items is not None:
         item_body, item_header, item_unterminated = _records(Path(items), separator, on_bad_rows, bad)
         item_fields = _fields(item_columns or {}, item_header, ITEM_SCHEMA, ("item",))
-        item_fields = [Field(f.name, "float" if f.name == "duration" else "str", f.required, f.source) for f in item_fields]
+        item_fields = [
+            Field(f.name, "float" if f.name == "duration" else "str", f.required, f.source) for f in item_fields
+        ]
         raw = parse_fields(
             Path(items), item_body, item_fields, separator=separator, unterminated=item_unterminated,
             on_bad_rows=on_bad_rows, bad=bad, header=item_header,
@@ -135,7 +161,11 @@ def _catalogue_columns(path: Path, raw: pl.DataFrame, genre_separator: str) -> p
         wrong = out.filter(pl.col("release_date").is_not_null() & parsed.is_null())
         if wrong.height:
             row = wrong.row(0, named=True)
-            raise DataFormatError(path, f"column 'release_date': {row['release_date']!r} is not a YYYY-MM-DD date", line=int(row["line"]))
+            raise DataFormatError(
+                path,
+                f"column 'release_date': {row['release_date']!r} is not a YYYY-MM-DD date",
+                line=int(row["line"]),
+            )
         out = out.with_columns(parsed)
     return out
 
@@ -161,7 +191,9 @@ def read_parquet(
     if items is not None:
         item_table = _read_parquet_file(Path(items))
         mapping = item_columns or {}
-        catalogue = item_table.select([pl.col(mapping.get(c, c)).alias(c) for c in ITEM_SCHEMA if mapping.get(c, c) in item_table.columns])
+        catalogue = item_table.select(
+            [pl.col(mapping.get(c, c)).alias(c) for c in ITEM_SCHEMA if mapping.get(c, c) in item_table.columns]
+        )
         if "item" not in catalogue.columns:
             raise DataFormatError(items, f"missing column {mapping.get('item', 'item')!r}")
         catalogue = catalogue.with_columns(pl.col("item").cast(pl.String))
@@ -186,4 +218,6 @@ def _as_values(table: pl.DataFrame, fields: list[Field]) -> pl.DataFrame:
         if f.name == "timestamp" and dtype.is_temporal():
             column = column.dt.epoch("s")
         texts.append(column.cast(pl.String))
-    return table.select(pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("line"), pl.concat_list(texts).alias("__values"))
+    return table.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("line"), pl.concat_list(texts).alias("__values")
+    )

@@ -32,7 +32,9 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
     frame = read_delimited(path, FIELDS, separator=",", on_bad_rows=on_bad_rows, bad=bad)
     frame = drop_duplicate_events(path, frame, ["user", "item", "event", "timestamp"], on_bad_rows=on_bad_rows, bad=bad)
     frame = frame.with_columns(pl.col("user", "item", "category").cast(pl.String))
-    items = frame.group_by("item", maintain_order=True).agg(pl.col("category").unique(maintain_order=True).alias("genres"))
+    items = frame.group_by("item", maintain_order=True).agg(
+        pl.col("category").unique(maintain_order=True).alias("genres")
+    )
     return make_dataset(
         path.stem,
         frame.select("line", "user", "item", "event", "timestamp"),

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from intentrec.data.batching import SequenceStore, gap_bucket
+from intentrec.data.schema import make_dataset
+from intentrec.data.sequences import SequenceConfig, build_sequences, kcore, window_lengths
+from intentrec.data.synthetic import WorldConfig, generate
+
+
+def dataset(rows: list[tuple[str, str, int]]):  # type: ignore[no-untyped-def]
+    frame = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
+    return make_dataset("t", frame)
+
+
+def test_time_order_with_ties_in_file_order_and_natural_id_maps() -> None:
+    ds = dataset([("10", "b", 5), ("2", "z", 9), ("10", "a", 1), ("10", "c", 5), ("2", "y", 9)])
+    p = build_sequences(ds)
+    assert p.users.select("user", "user_idx").rows() == [("2", 1), ("10", 2)]  # numeric order, not text
+    items = dict(p.items.select("item", "item_idx").iter_rows())
+    assert items == {"a": 1, "b": 2, "c": 3, "y": 4, "z": 5}
+    seq = p.interactions.select("user_idx", "item_idx").rows()
+    assert seq == [(1, 5), (1, 4), (2, 1), (2, 2), (2, 3)]  # ties (5, 5) and (9, 9) keep file order
+
+
+def test_leave_one_out_split() -> None:
+    rows = [("u", f"i{k}", k) for k in range(5)] + [("v", "i0", 1), ("v", "i1", 2)]
+    p = build_sequences(dataset(rows))
+    assert p.users.select("user", "n", "train_end", "valid_end").rows() == [("u", 5, 3, 4), ("v", 2, 2, 2)]
+
+
+def test_temporal_split_invariants_on_the_synthetic_world() -> None:
+    world = generate(WorldConfig(users=150, seed=3))
+    ds = make_dataset("w", world.interactions, world.items)
+    p = build_sequences(ds, SequenceConfig(split="temporal"))
+    frame = p.interactions.join(p.users, on="user_idx")
+    part = (
+        pl.when(pl.col("position") < pl.col("train_end")).then(pl.lit("train"))
+        .when(pl.col("position") < pl.col("valid_end")).then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+    )  # fmt: skip
+    spans = (
+        frame.with_columns(part.alias("part"))
+        .group_by("part")
+        .agg(pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi"))
+    )
+    s = {r["part"]: r for r in spans.iter_rows(named=True)}
+    assert s["train"]["hi"] <= s["valid"]["lo"] and s["valid"]["hi"] <= s["test"]["lo"]
+    shares = frame.with_columns(part.alias("part"))["part"].value_counts(normalize=True)
+    test_share = shares.filter(pl.col("part") == "test")["proportion"][0]
+    assert 0.07 < test_share < 0.13
+
+
+def test_nothing_of_valid_or_test_in_training_batches() -> None:
+    world = generate(WorldConfig(users=80, seed=1))
+    p = build_sequences(make_dataset("w", world.interactions, world.items))
+    store = SequenceStore(p)
+    valid_targets = set(store.targets("valid").tolist())
+    test_targets = set(store.targets("test").tolist())
+    seen_positions: set[tuple[int, int]] = set()
+    for batch in store.train_batches(batch_size=16, max_len=1000, shuffle=False):
+        users = batch.users.numpy()
+        mask = batch.mask.numpy()
+        target_mask = batch.target_items.numpy() > 0
+        counts = mask.sum(axis=1) + 1  # inputs plus the final target
+        for row, user in enumerate(users):
+            seen_positions.update((int(user), k) for k in range(counts[row]))
+            assert target_mask[row].sum() == counts[row] - 1
+    flat = {
+        (int(p.interactions["user_idx"][i]), int(p.interactions["position"][i])) for i in valid_targets | test_targets
+    }
+    assert not (flat & seen_positions)
+    assert len(valid_targets) == len(test_targets) == int((store.n >= 3).sum())
+
+
+def test_kcore_reaches_a_fixed_point() -> None:
+    frame = pl.DataFrame({"user": ["a", "a", "b", "b", "c"], "item": ["x", "y", "x", "y", "x"]})
+    out = kcore(frame, 2, 2)
+    assert sorted(out.rows()) == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
+
+
+def test_window_lengths_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    users = np.sort(rng.integers(0, 20, size=400))
+    ts = np.concatenate([np.sort(rng.integers(0, 10 * 86_400, size=(users == u).sum())) for u in np.unique(users)])
+    fast = window_lengths(users, ts, hours=24, items=5)
+    slow = [sum(1 for j in range(i + 1) if users[j] == users[i] and ts[i] - ts[j] <= 86_400) for i in range(len(users))]
+    assert fast.tolist() == slow
+    no_time = window_lengths(users, None, hours=24, items=5)
+    positions = [sum(1 for j in range(i + 1) if users[j] == users[i]) for i in range(len(users))]
+    assert no_time.tolist() == [min(p, 5) for p in positions]
+
+
+def test_training_and_evaluation_batches_by_hand() -> None:
+    rows = [("u", f"i{k}", 100 * k) for k in range(5)] + [
+        ("v", "i9", 5),
+        ("v", "i8", 6),
+        ("v", "i7", 7),
+        ("v", "i6", 8),
+    ]
+    p = build_sequences(dataset(rows))
+    store = SequenceStore(p)
+    item = dict(p.items.select("item", "item_idx").iter_rows())
+    batch = next(store.train_batches(batch_size=8, max_len=4, shuffle=False))
+    assert batch.items.shape == (2, 4) and batch.categorical.shape[:2] == (2, 4)
+    u = [item[f"i{k}"] for k in range(5)]
+    # u trains on its first 3 interactions: inputs i0 i1, targets i1 i2, left-padded
+    assert batch.items[0].tolist() == [0, 0, u[0], u[1]]
+    assert batch.target_items[0].tolist() == [0, 0, u[1], u[2]]
+    assert batch.mask[0].tolist() == [False, False, True, True]
+    assert batch.intent_targets["action"].shape == (2, 4)
+    valid = next(store.eval_batches("valid", batch_size=8, max_len=4))
+    assert valid.items[0].tolist() == [0, u[0], u[1], u[2]]
+    assert valid.target_items[0].tolist() == [0, 0, 0, u[3]]
+    test = next(store.eval_batches("test", batch_size=8, max_len=3))
+    assert test.items[0].tolist() == [u[1], u[2], u[3]]  # truncated to the latest 3
+    assert test.target_items[0, -1].item() == u[4]
+    assert test.window_len[0].tolist() == [1, 2, 3]  # all within a week, capped at what the batch holds
+    assert test.time_gaps[0].tolist() == gap_bucket(np.array([100.0, 100.0, 100.0])).tolist()
+
+
+def test_window_is_capped_by_truncation() -> None:
+    rows = [("u", f"i{k}", k) for k in range(8)]
+    store = SequenceStore(build_sequences(dataset(rows)))
+    batch = store.history(0, max_len=4)
+    assert batch.window_len[0].tolist() == [1, 2, 3, 4]
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="split must be leave_one_out or temporal"):
+        SequenceConfig(split="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="the temporal split needs timestamps"):
+        build_sequences(
+            make_dataset("t", pl.DataFrame({"user": ["a"] * 3, "item": ["x", "y", "z"]})),
+            SequenceConfig(split="temporal"),
+        )
