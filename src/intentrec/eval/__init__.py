@@ -1,0 +1,1 @@
+"""Full-ranking evaluation: metrics as pure tensor functions."""

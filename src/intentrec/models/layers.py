@@ -1,0 +1,120 @@
+"""Building blocks shared by the sequence models: masks, a pre-LN Transformer, the feature embedder.
+
+Shapes: B batch, L sequence, D hidden, I items (+1 for padding id 0), C categorical fields, G genres.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CausalTransformer", "FeatureEmbedder", "causal_mask", "real_positions", "window_mask"]
+
+
+def real_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each interaction from the first real one, so left padding does not shift positions."""
+    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+
+
+def causal_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, L) True where query i may attend key j: j <= i and j is real. A padded query attends to
+    itself only, so no softmax row is empty (its output is never used)."""
+    L = mask.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()  # (L, L)
+    allowed = causal[None] & mask[:, None, :]  # (B, L, L)
+    return allowed | torch.eye(L, dtype=torch.bool, device=mask.device)[None]
+
+
+def window_mask(mask: torch.Tensor, window_len: torch.Tensor) -> torch.Tensor:
+    """(B, L, L) causal mask limited to the short-term window: key j with i - window_len[i] < j <= i."""
+    L = mask.shape[1]
+    idx = torch.arange(L, device=mask.device)
+    distance = idx[:, None] - idx[None, :]  # (L, L): i - j
+    inside = (distance[None] >= 0) & (distance[None] < window_len[:, :, None])  # (B, L, L)
+    return (inside & mask[:, None, :]) | torch.eye(L, dtype=torch.bool, device=mask.device)[None]
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, d: int, n_heads: int, dropout: float, ffn_mult: int = 4) -> None:
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"hidden size {d} is not divisible by {n_heads} heads")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x (B, L, D)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, h, L, D/h)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0
+        )  # (B, h, L, D/h)
+        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(B, L, D)))  # (B, L, D)
+        return x + self.drop(self.ffn(self.ln2(x)))  # (B, L, D)
+
+
+class CausalTransformer(nn.Module):
+    """A stack of pre-LN Transformer blocks; the attention pattern comes from the caller's mask."""
+
+    def __init__(self, d: int, n_blocks: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(d, n_heads, dropout) for _ in range(n_blocks))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, allowed)  # (B, L, D)
+        return self.ln(x)
+
+
+class FeatureEmbedder(nn.Module):
+    """F_k: item id, categorical side fields, item genres, time gap and position, summed into D.
+
+    The paper concatenates the field embeddings; a sum of D-sized embeddings equals a concatenation
+    followed by a linear map, at a fraction of the width.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        d: int,
+        max_len: int,
+        cardinalities: list[int],
+        gap_buckets: int,
+        dropout: float,
+        item_genres: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.d = d
+        self.item = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.fields = nn.ModuleList(nn.Embedding(c, d, padding_idx=0) for c in cardinalities)
+        self.gap = nn.Embedding(gap_buckets, d, padding_idx=0)
+        self.position = nn.Embedding(max_len, d)
+        if item_genres is not None:
+            self.register_buffer("item_genres", item_genres.float(), persistent=False)  # (I + 1, G)
+            self.genre = nn.Linear(item_genres.shape[1], d, bias=False)
+        else:
+            self.item_genres = None
+        self.ln = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+        nn.init.normal_(self.item.weight, std=d**-0.5)
+
+    def forward(
+        self, items: torch.Tensor, categorical: torch.Tensor, time_gaps: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        x = self.item(items) * math.sqrt(self.d)  # (B, L, D)
+        for c, embedding in enumerate(self.fields):
+            x = x + embedding(categorical[..., c])  # (B, L, D)
+        if self.item_genres is not None:
+            x = x + self.genre(self.item_genres[items])  # (B, L, G) -> (B, L, D)
+        x = x + self.gap(time_gaps) + self.position(real_positions(mask))  # (B, L, D)
+        return self.drop(self.ln(x)) * mask[..., None]  # padding stays exactly zero

@@ -1,0 +1,40 @@
+"""SASRec (Kang and McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018) in our harness.
+
+SASRec is IntentRec's V0 with item ids and positions only: no side fields, genres or time gaps, and
+no intent heads. Trained with full cross-entropy by default, or, as in the paper (and the S3-Rec
+all-rank table), binary cross-entropy with one sampled negative per position (``item_loss="bce"``).
+Departure: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from intentrec.models.intentrec import IntentRec, IntentRecConfig
+
+__all__ = ["sasrec"]
+
+
+def sasrec(
+    n_items: int,
+    *,
+    d: int = 64,
+    n_blocks: int = 2,
+    n_heads: int = 2,
+    dropout: float = 0.2,
+    max_len: int = 50,
+    item_loss: Literal["ce", "bce"] = "ce",
+) -> IntentRec:
+    config = IntentRecConfig(
+        n_items=n_items,
+        variant="V0",
+        d=d,
+        n_blocks=n_blocks,
+        n_heads=n_heads,
+        dropout=dropout,
+        max_len=max_len,
+        use_genres=False,
+        use_time_gaps=False,
+        item_loss=item_loss,
+    )
+    return IntentRec(config)
