@@ -1,0 +1,1 @@
+"""Training: the loop, evaluation on a split, and atomic checkpoints."""
