@@ -8,6 +8,7 @@ come from the first ``token_seq`` field among ``genre``, ``class``, ``categories
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -57,22 +58,11 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
     path = Path(path)
     inter = path if path.suffix == ".inter" else _only(path, ".inter")
     bad = BadRows()
-    lines, unterminated = read_lines(inter, on_bad_rows=on_bad_rows, bad=bad)
-    names, _ = _header(inter, lines)
     fields = [
         Field(canon, kind, required=canon in ("user", "item"), source=source)
         for source, (canon, kind) in INTER_FIELDS.items()
     ]
-    frame = parse_fields(
-        inter,
-        lines.slice(1),
-        fields,
-        separator="\t",
-        unterminated=unterminated,
-        on_bad_rows=on_bad_rows,
-        bad=bad,
-        header=names,
-    )
+    frame = _read_atomic(inter, lambda names: fields, on_bad_rows, bad)
     if "timestamp" in frame.columns:
         frame = drop_duplicate_events(inter, frame, ["user", "item", "timestamp"], on_bad_rows=on_bad_rows, bad=bad)
     item_file = inter.with_suffix(".item")
@@ -87,6 +77,24 @@ def read(path: Path, *, on_bad_rows: OnBadRows = "error") -> Dataset:
     )
 
 
+def _read_atomic(
+    path: Path, fields_for: Callable[[list[str]], list[Field]], on_bad_rows: OnBadRows, bad: BadRows
+) -> pl.DataFrame:
+    """Read one atomic file: its typed header decides which ``fields_for(header names)`` are read."""
+    lines, unterminated = read_lines(path, on_bad_rows=on_bad_rows, bad=bad)
+    names, _ = _header(path, lines)
+    return parse_fields(
+        path,
+        lines.slice(1),
+        fields_for(names),
+        separator="\t",
+        unterminated=unterminated,
+        on_bad_rows=on_bad_rows,
+        bad=bad,
+        header=names,
+    )
+
+
 def _only(folder: Path, suffix: str) -> Path:
     named = folder / f"{folder.name}{suffix}"
     if named.exists():
@@ -97,9 +105,7 @@ def _only(folder: Path, suffix: str) -> Path:
     return found[0]
 
 
-def _read_items(path: Path, on_bad_rows: OnBadRows, bad: BadRows) -> pl.DataFrame:
-    lines, unterminated = read_lines(path, on_bad_rows=on_bad_rows, bad=bad)
-    names, _ = _header(path, lines)
+def _item_fields(names: list[str]) -> list[Field]:
     fields = [Field("item", source="item_id")]
     title = next((n for n in TITLE_FIELDS if n in names), None)
     genre = next((n for n in GENRE_FIELDS if n in names), None)
@@ -107,16 +113,11 @@ def _read_items(path: Path, on_bad_rows: OnBadRows, bad: BadRows) -> pl.DataFram
         fields.append(Field("title", required=False, source=title))
     if genre:
         fields.append(Field("genres", required=False, source=genre))
-    frame = parse_fields(
-        path,
-        lines.slice(1),
-        fields,
-        separator="\t",
-        unterminated=unterminated,
-        on_bad_rows=on_bad_rows,
-        bad=bad,
-        header=names,
-    )
-    if genre:
+    return fields
+
+
+def _read_items(path: Path, on_bad_rows: OnBadRows, bad: BadRows) -> pl.DataFrame:
+    frame = _read_atomic(path, _item_fields, on_bad_rows, bad)
+    if "genres" in frame.columns:
         frame = frame.with_columns(pl.col("genres").str.split(" ").list.eval(pl.element().filter(pl.element() != "")))
     return frame
