@@ -72,7 +72,6 @@ class SequenceStore:
 
     def __init__(self, prepared: Prepared) -> None:
         frame = prepared.interactions
-        self.prepared = prepared
         self.n_items = prepared.n_items
         self.heads = prepared.heads
         self.user_idx = frame["user_idx"].to_numpy().astype(np.int64)

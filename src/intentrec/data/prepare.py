@@ -47,10 +47,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def config_to_dict(config: SequenceConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def config_from_dict(values: dict[str, Any]) -> SequenceConfig:
     """Rebuild a `SequenceConfig`; an unknown key is an error that names it."""
     known = {f.name for f in dataclasses.fields(SequenceConfig)}
@@ -67,9 +63,8 @@ def config_from_dict(values: dict[str, Any]) -> SequenceConfig:
             k: tuple(v) if isinstance(v, list) else v for k, v in values["intents"].items()
         }
         values["intents"] = IntentConfig(**intent_values)
-    for key in ("exclude_users",):
-        if key in values:
-            values[key] = tuple(values[key])
+    if "exclude_users" in values:
+        values["exclude_users"] = tuple(values["exclude_users"])
     return SequenceConfig(**values)
 
 
@@ -105,7 +100,7 @@ def write_prepared(prepared: Prepared, dataset: Dataset, out: Path, *, source_fo
                 "source_interactions": dataset.interactions.height,
             },
             "bad_rows": dataset.bad_rows.to_dict(),
-            "config": config_to_dict(prepared.config),
+            "config": dataclasses.asdict(prepared.config),
             "has_timestamps": prepared.has_timestamps,
             "heads": [dataclasses.asdict(h) for h in prepared.heads],
             "disabled_heads": prepared.disabled_heads,
@@ -177,14 +172,9 @@ def stats(dataset: Dataset, prepared: Prepared) -> dict[str, Any]:
         ]
     for head in prepared.heads:
         column = prepared.interactions[head.column]
-        if head.multi_label:
-            known = column.drop_nulls()
-            counts = known.explode().value_counts()
-            shares = {head.classes[int(c)]: int(k) / max(known.len(), 1) for c, k in counts.iter_rows()}
-        else:
-            known = column.drop_nulls()
-            counts = known.value_counts()
-            shares = {head.classes[int(c)]: int(k) / max(known.len(), 1) for c, k in counts.iter_rows()}
+        known = column.drop_nulls()
+        counts = (known.explode() if head.multi_label else known).value_counts()
+        shares = {head.classes[int(c)]: int(k) / max(known.len(), 1) for c, k in counts.iter_rows()}
         ordered = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
         out["intents"][head.name] = {
             "classes": len(head.classes),

@@ -47,6 +47,7 @@ import bisect
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -407,11 +408,8 @@ def _items_frame(
     adjectives = rng.integers(0, len(_ADJECTIVES), size=n_titles)
     nouns = rng.integers(0, len(_NOUNS), size=n_titles)
     names = [f"{_ADJECTIVES[a]} {_NOUNS[b]}" for a, b in zip(adjectives, nouns, strict=True)]
-    names = (
-        [f"{n} ({i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
-        if n_titles < 400
-        else [f"{n} #{i + 1}" for i, n in enumerate(names)]
-    )
+    repeats = Counter(names)
+    names = [f"{n} ({i + 1})" if repeats[n] > 1 else n for i, n in enumerate(names)]
     epoch = date(1970, 1, 1)
     titles, genres, formats, series, releases = [], [], [], [], []
     for item in range(n_items):
