@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: quickstart test lint bench-data clean
+.PHONY: quickstart test lint bench-data bench-speed clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: lint
 
 bench-data: $(STAMP)
 	$(BIN)/python bench/data_prepare.py
+
+bench-speed: $(STAMP)
+	$(BIN)/python bench/speed_models.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

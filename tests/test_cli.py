@@ -76,3 +76,19 @@ def test_csv_column_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert json.loads(capsys.readouterr().out)["interactions"] == 3
     assert main(["data", "stats", str(path), "--format", "csv", "--column", "user"]) == 2
     assert "--column expects NAME=SOURCE_COLUMN" in capsys.readouterr().err
+
+
+def test_quickstart_trains_both_models_and_writes_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--users", "80", "--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| ndcg@10 |" in printed and "[4/4] report" in printed
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert set(results["models"]) == {"SASRec", "IntentRec"}
+    truth = results["models"]["IntentRec"]["true_intents"]
+    assert set(truth) == {"action", "genre", "format", "recency"}
+    assert all(t["targets"] == 80 for t in truth.values()), "every test target is matched to its true session"
+    assert all(0 <= t["majority_accuracy"] <= 1 and 0 <= t["bayes_accuracy"] <= 1 for t in truth.values())
+    report = (out / "report" / "report.md").read_text()
+    assert "| head | observed label | true intent |" in report
+    assert (out / "report" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -144,27 +144,85 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """Generate the synthetic world, then show its statistics and prepare it for training."""
-    from intentrec.data import read_dataset
-    from intentrec.data.prepare import stats, write_prepared
-    from intentrec.data.sequences import build_sequences
-    from intentrec.data.synthetic import WorldConfig, generate, write
+    """Generate the synthetic world, train IntentRec and SASRec on it, compare them, write a report."""
+    from intentrec.quickstart import quickstart
 
-    out = Path(args.out)
-    world_dir, prepared_dir = out / "world", out / "prepared"
-    started = time.perf_counter()
-    world = generate(WorldConfig(users=args.users, seed=args.seed))
-    write(world, world_dir)
-    print(f"[1/3] synthetic world -> {world_dir} ({world.interactions.height:,} events)")
-    dataset = read_dataset(world_dir, "synthetic")
-    prepared = build_sequences(dataset)
-    write_prepared(prepared, dataset, prepared_dir, source_format="synthetic")
-    print(f"[2/3] prepared -> {prepared_dir}")
-    summary = stats(dataset, prepared)
-    (out / "stats.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print("[3/3] statistics:")
-    _print_stats(summary)
-    print(f"done in {time.perf_counter() - started:.1f} s")
+    quickstart(
+        Path(args.out), users=args.users, seed=args.seed, epochs=args.epochs, echo=lambda s: print(s, flush=True)
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from intentrec.config import load_config
+    from intentrec.runs import train_run
+
+    config = load_config(Path(args.config) if args.config else None, args.set or ())
+    summary = train_run(config, Path(args.out), resume=args.resume)
+    print(f"trained {summary['model']} ({summary['parameters']:,} parameters) in {summary['train_seconds']:.1f} s, "
+          f"best epoch {summary['best_epoch'] + 1} -> {args.out}")  # fmt: skip
+    _print_metrics({"valid": summary["valid"], "test": summary["test"]})
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _print_metrics(by_split: dict[str, dict[str, Any]]) -> None:
+    """One column per split (or slice): ranking metrics, beyond-accuracy metrics, then intent heads."""
+    names = list(by_split)
+    first = by_split[names[0]]
+    keys = [k for k, v in first.items() if isinstance(v, int | float) and k != "targets"]
+    rows = [("targets", [_fmt(by_split[n]["targets"]) for n in names])]
+    rows += [(k, [_fmt(by_split[n].get(k, "")) for n in names]) for k in keys]
+    for head, values in first.get("intents", {}).items():
+        for metric in values:
+            if metric != "targets":
+                cells = [_fmt(by_split[n]["intents"].get(head, {}).get(metric, "")) for n in names]
+                rows.append((f"intent {head} {metric}", cells))
+    width = max(len(r[0]) for r in rows)
+    print(" " * width + "".join(f"{n:>12}" for n in names))
+    for label, cells in rows:
+        print(f"{label:<{width}}" + "".join(f"{c:>12}" for c in cells))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from intentrec.runs import load_run
+
+    run = load_run(Path(args.run_dir))
+    exclude = True if args.exclude_seen else None
+    result = run.evaluate(args.split, exclude_seen=exclude)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.run_dir}: {args.split} split, full ranking over {run.store.n_items:,} items, "
+          f"seen items {'excluded' if exclude or run.config.eval.exclude_seen else 'kept'}")  # fmt: skip
+    _print_metrics({"all": result, **result["by_activity"]})
+    cuts = ", ".join(f"{k} {v}" for k, v in result["activity_cuts"].items())
+    print(f"activity slices by training interactions: {cuts}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from intentrec.runs import load_run
+
+    run = load_run(Path(args.run_dir))
+    if args.k < 1 or args.k > 1000:
+        raise UsageError(f"--k must be between 1 and 1000, got {args.k}")
+    exclude = {"yes": True, "no": False, None: None}[args.exclude_seen]
+    result = run.recommend(args.user, args.k, exclude_seen=exclude)
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    print(f"user {result['user']} ({result['history_length']} interactions)")
+    for name, probs in result["intents"].items():
+        top = ", ".join(f"{c} {p:.2f}" for c, p in list(probs.items())[:3])
+        weight = result["intent_weights"].get(name)
+        print(f"  intent {name:<8} {top}" + (f"   (weight {weight:.2f})" if weight is not None else ""))
+    for rank, item in enumerate(result["items"], 1):
+        title = f"  {item['title']}" if item.get("title") else ""
+        print(f"{rank:>4}. {item['item']:<10} {item['score']:>9.3f}{title}")
     return 0
 
 
@@ -227,16 +285,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=180)
     p.set_defaults(func=cmd_data_synth)
 
+    p = commands.add_parser("train", help="train a model from a TOML configuration into a run folder")
+    p.add_argument("--config", help="TOML run configuration (see configs/); defaults apply to keys it leaves out")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. model.d=128")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("evaluate", help="full-ranking metrics of a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--exclude-seen", action="store_true", help="never rank items the user has already seen")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("recommend", help="top items, predicted intents and head weights for one user")
+    p.add_argument("run_dir")
+    p.add_argument("--user", required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--exclude-seen", choices=("yes", "no"), help="default: the run's eval.exclude_seen")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_recommend)
+
     p = commands.add_parser("quickstart", help="the main job on the built-in synthetic data")
     p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--users", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=16, help="at most this many epochs per model (early stopping)")
     p.set_defaults(func=cmd_quickstart)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from intentrec.data.textio import DataFormatError
+    from intentrec.runs import UnknownUserError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -244,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (DataFormatError, UsageError, ValueError, FileNotFoundError) as exc:
+    except (DataFormatError, UsageError, ValueError, FileNotFoundError, UnknownUserError) as exc:
         print(f"intentrec: error: {exc}", file=sys.stderr)
         return 2
 

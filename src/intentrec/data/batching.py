@@ -52,19 +52,36 @@ class Batch:
     intent_targets: dict[str, torch.Tensor]  # head -> (B, L) class (-100 = unknown) or (B, L, G) multi-hot
     intent_target_mask: dict[str, torch.Tensor]  # head -> (B, L) True where the label is known
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
         return Batch(
-            users=self.users.to(device),
-            items=self.items.to(device),
-            categorical=self.categorical.to(device),
-            time_gaps=self.time_gaps.to(device),
-            window_len=self.window_len.to(device),
-            mask=self.mask.to(device),
-            target_items=self.target_items.to(device),
-            target_weights=self.target_weights.to(device),
-            intent_targets={k: v.to(device) for k, v in self.intent_targets.items()},
-            intent_target_mask={k: v.to(device) for k, v in self.intent_target_mask.items()},
+            users=move(self.users),
+            items=move(self.items),
+            categorical=move(self.categorical),
+            time_gaps=move(self.time_gaps),
+            window_len=move(self.window_len),
+            mask=move(self.mask),
+            target_items=move(self.target_items),
+            target_weights=move(self.target_weights),
+            intent_targets={k: move(v) for k, v in self.intent_targets.items()},
+            intent_target_mask={k: move(v) for k, v in self.intent_target_mask.items()},
         )
+
+
+def _item_genres(prepared: Prepared) -> np.ndarray | None:
+    """(I + 1, G) multi-hot of each item's genre classes, or None without a genre head."""
+    genre = next((h for h in prepared.heads if h.name == "genre"), None)
+    if genre is None or "genre_codes" not in prepared.items.columns:
+        return None
+    items = prepared.items.select("item_idx", "genre_codes")
+    lengths = items["genre_codes"].list.len().fill_null(0).to_numpy()
+    rows = np.repeat(items["item_idx"].to_numpy().astype(np.int64), lengths)
+    cols = items["genre_codes"].explode().drop_nulls().to_numpy().astype(np.int64)
+    hot = np.zeros((prepared.n_items + 1, len(genre.classes)), dtype=np.float32)
+    hot[rows, cols] = 1.0
+    return hot
 
 
 class SequenceStore:
@@ -112,6 +129,15 @@ class SequenceStore:
         self.train_end = users["train_end"].to_numpy().astype(np.int64)
         self.valid_end = users["valid_end"].to_numpy().astype(np.int64)
         self.user_ids = users["user_idx"].to_numpy().astype(np.int64)
+        position = np.arange(frame.height) - np.repeat(self.offsets, self.n)
+        in_train = position < np.repeat(self.train_end, self.n)
+        # training interactions per item (index 0 = padding), the popularity every model is compared with
+        self.item_popularity = np.bincount(self.items[in_train], minlength=self.n_items + 1).astype(np.int64)
+        self.item_genres = _item_genres(prepared)
+
+    @property
+    def genre_classes(self) -> list[str]:
+        return next((list(h.classes) for h in self.heads if h.name == "genre"), [])
 
     # -- index helpers ---------------------------------------------------------------------------
     def targets(self, split: Split) -> np.ndarray:

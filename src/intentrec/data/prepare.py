@@ -21,13 +21,13 @@ import numpy as np
 import polars as pl
 
 from intentrec import __version__
-from intentrec.data.intents import IntentConfig, IntentHead
+from intentrec.config import from_dict
+from intentrec.data.intents import IntentHead
 from intentrec.data.schema import Dataset
 from intentrec.data.sequences import Prepared, SequenceConfig, build_sequences
 
 __all__ = [
     "MANIFEST",
-    "config_from_dict",
     "load_prepared",
     "prepare",
     "sha256_file",
@@ -45,27 +45,6 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def config_from_dict(values: dict[str, Any]) -> SequenceConfig:
-    """Rebuild a `SequenceConfig`; an unknown key is an error that names it."""
-    known = {f.name for f in dataclasses.fields(SequenceConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown sequence option(s) {unknown}; known: {sorted(known)}")
-    values = dict(values)
-    if "intents" in values and isinstance(values["intents"], dict):
-        intent_known = {f.name for f in dataclasses.fields(IntentConfig)}
-        bad = sorted(set(values["intents"]) - intent_known)
-        if bad:
-            raise ValueError(f"unknown intent option(s) {bad}; known: {sorted(intent_known)}")
-        intent_values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in values["intents"].items()
-        }
-        values["intents"] = IntentConfig(**intent_values)
-    if "exclude_users" in values:
-        values["exclude_users"] = tuple(values["exclude_users"])
-    return SequenceConfig(**values)
 
 
 def prepare(dataset: Dataset, out: Path, config: SequenceConfig | None = None, *, source_format: str = "") -> Prepared:
@@ -137,7 +116,7 @@ def load_prepared(folder: Path) -> Prepared:
         heads=heads,
         disabled_heads=dict(manifest["disabled_heads"]),
         vocabularies={k: list(v) for k, v in manifest["vocabularies"].items()},
-        config=config_from_dict(manifest["config"]),
+        config=from_dict(SequenceConfig, manifest["config"], prefix="config."),
         has_timestamps=bool(manifest["has_timestamps"]),
     )
 

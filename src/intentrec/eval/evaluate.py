@@ -1,54 +1,171 @@
-"""Full-catalogue evaluation of a model on a split (never sampled negatives)."""
+"""Full-catalogue evaluation of a model on a split (never sampled negatives).
+
+`predict` scores every target of a split against the whole catalogue in batches and keeps, per
+target, the rank of the true item, the top-K list and the intent predictions. `evaluate` summarises
+them: HR@K, NDCG@K and MRR; per intent head accuracy and macro-F1 (single-label) or AUC and recall@k
+(multi-label genre); catalogue coverage, intra-list genre entropy and popularity percentile of the
+top-K lists; and all of it again per user-activity slice (light, medium, heavy: tertiles of the
+users' training lengths).
+
+Protocol defaults: items the user has already seen stay rankable (``exclude_seen=False``), as in the
+published leave-one-out tables of S3-Rec, RecBole and RePlay; pass ``exclude_seen=True`` for the
+"new items only" protocol.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 import torch
 
 from intentrec.data.batching import SequenceStore, Split
-from intentrec.eval.metrics import KS, macro_f1, rank_of_target, ranking_metrics
-from intentrec.models.intentrec import IntentRec
+from intentrec.eval.metrics import (
+    KS,
+    catalogue_coverage,
+    genre_entropy,
+    macro_auc,
+    macro_f1,
+    popularity_percentile,
+    rank_of_target,
+    ranking_metrics,
+    recall_at_k_multilabel,
+)
+from intentrec.models.base import SequentialModel
 
-__all__ = ["evaluate"]
+__all__ = ["ACTIVITY_SLICES", "Predictions", "evaluate", "predict", "summarise"]
+
+ACTIVITY_SLICES = ("light", "medium", "heavy")
+GENRE_RECALL_K = 3
+
+
+@dataclass
+class Predictions:
+    """Per target of a split (N targets): what the model predicted."""
+
+    targets: np.ndarray  # (N,) flat interaction indices into the store
+    rows: np.ndarray  # (N,) user rows
+    ranks: torch.Tensor  # (N,) 1-based rank of the true item
+    top: torch.Tensor  # (N, K) recommended items
+    intent_scores: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N, K_f) probabilities
+    intent_truth: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N,) class or (N, K_f) multi-hot
+    intent_known: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N,) label known
 
 
 @torch.no_grad()
-def evaluate(
-    model: IntentRec, store: SequenceStore, split: Split, *, batch_size: int = 256, exclude_seen: bool = False
-) -> dict[str, object]:
-    """HR@K, NDCG@K, MRR over all items at every target of the split, and per-head intent accuracy
-    and macro-F1 for single-label heads. ``exclude_seen`` removes items already in the history."""
+def predict(
+    model: SequentialModel,
+    store: SequenceStore,
+    split: Split,
+    *,
+    batch_size: int = 256,
+    exclude_seen: bool = False,
+    k: int = 10,
+) -> Predictions:
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    ranks = []
-    predictions: dict[str, list[torch.Tensor]] = {}
-    truths: dict[str, list[torch.Tensor]] = {}
-    for batch in store.eval_batches(split, batch_size, model.config.max_len):
+    device = model.device
+    ranks, tops = [], []
+    scores: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
+    truth: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
+    known: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
+    for batch in store.eval_batches(split, batch_size, model.max_len):
         batch = batch.to(device)
         output = model(batch)
-        scores = model.item_logits(output.hidden[:, -1])  # (B, I + 1)
+        item_scores = model.item_logits(output.hidden[:, -1])  # (B, I + 1)
         exclude = None
         if exclude_seen:
-            exclude = torch.zeros_like(scores, dtype=torch.bool)
+            exclude = torch.zeros_like(item_scores, dtype=torch.bool)
             exclude.scatter_(1, batch.items, True)
             exclude[:, 0] = True
-        ranks.append(rank_of_target(scores, batch.target_items[:, -1], exclude).cpu())
-        for head in model.config.heads:
-            if head.multi_label or head.name not in output.intent_logits:
+        ranks.append(rank_of_target(item_scores, batch.target_items[:, -1], exclude).cpu())
+        if exclude is not None:
+            item_scores = item_scores.masked_fill(exclude, float("-inf"))
+        tops.append(item_scores.topk(min(k, store.n_items), dim=1).indices.cpu())
+        for head in model.heads:
+            if head.name not in output.intent_logits:
                 continue
-            known = batch.intent_target_mask[head.name][:, -1]
-            predictions.setdefault(head.name, []).append(output.intent_logits[head.name][:, -1][known].argmax(-1).cpu())
-            truths.setdefault(head.name, []).append(batch.intent_targets[head.name][:, -1][known].cpu())
+            logits = output.intent_logits[head.name][:, -1]  # (B, K_f)
+            scores[head.name].append((logits.sigmoid() if head.multi_label else logits.softmax(-1)).cpu())
+            truth[head.name].append(batch.intent_targets[head.name][:, -1].cpu())
+            known[head.name].append(batch.intent_target_mask[head.name][:, -1].cpu())
     model.train(was_training)
-    all_ranks = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
-    result: dict[str, object] = {"targets": len(all_ranks), **ranking_metrics(all_ranks, KS)}
-    intents: dict[str, dict[str, float]] = {}
-    for head in model.config.heads:
-        if head.name in predictions:
-            p, t = torch.cat(predictions[head.name]), torch.cat(truths[head.name])
-            intents[head.name] = {
-                "accuracy": (p == t).double().mean().item() if len(t) else float("nan"),
-                "macro_f1": macro_f1(p, t, head.n_classes),
+    targets = store.targets(split)
+    return Predictions(
+        targets=targets,
+        rows=np.searchsorted(store.offsets, targets, side="right") - 1,
+        ranks=torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long),
+        top=torch.cat(tops) if tops else torch.zeros(0, k, dtype=torch.long),
+        intent_scores={name: torch.cat(v) for name, v in scores.items() if v},
+        intent_truth={name: torch.cat(v) for name, v in truth.items() if v},
+        intent_known={name: torch.cat(v) for name, v in known.items() if v},
+    )
+
+
+def _intent_metrics(model: SequentialModel, p: Predictions, sel: torch.Tensor) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for head in model.heads:
+        if head.name not in p.intent_scores:
+            continue
+        keep = sel & p.intent_known[head.name]
+        scores, truth = p.intent_scores[head.name][keep], p.intent_truth[head.name][keep]
+        if head.multi_label:
+            out[head.name] = {
+                "auc": macro_auc(scores, truth),
+                f"recall@{GENRE_RECALL_K}": recall_at_k_multilabel(scores, truth, GENRE_RECALL_K),
+                "top1_accuracy": truth.gather(1, scores.argmax(-1, keepdim=True)).mean().item()
+                if len(truth)
+                else float("nan"),
+                "targets": len(truth),
             }
-    result["intents"] = intents
+        else:
+            predicted = scores.argmax(-1)
+            out[head.name] = {
+                "accuracy": (predicted == truth).double().mean().item() if len(truth) else float("nan"),
+                "macro_f1": macro_f1(predicted, truth, head.n_classes),
+                "targets": len(truth),
+            }
+    return out
+
+
+def summarise(model: SequentialModel, store: SequenceStore, p: Predictions, sel: torch.Tensor) -> dict[str, Any]:
+    """Every metric over the targets selected by the boolean mask ``sel`` (N,)."""
+    top, k = p.top[sel], p.top.shape[1]
+    result: dict[str, Any] = {"targets": int(sel.sum()), **ranking_metrics(p.ranks[sel], KS)}
+    result[f"coverage@{k}"] = catalogue_coverage(top, store.n_items)
+    if store.item_genres is not None:
+        result[f"genre_entropy@{k}"] = genre_entropy(top, torch.from_numpy(store.item_genres))
+    result[f"popularity_percentile@{k}"] = popularity_percentile(top, torch.from_numpy(store.item_popularity))
+    result["intents"] = _intent_metrics(model, p, sel)
+    return result
+
+
+def activity_slices(store: SequenceStore, rows: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Slice (0 light, 1 medium, 2 heavy) of each target's user by training length, cut at the tertiles
+    over the distinct users evaluated."""
+    lengths = store.train_end[rows]
+    users = np.unique(rows)
+    cuts = [float(c) for c in np.quantile(store.train_end[users], [1 / 3, 2 / 3])] if len(users) else [0.0, 0.0]
+    return np.searchsorted(cuts, lengths, side="left"), cuts
+
+
+def evaluate(
+    model: SequentialModel,
+    store: SequenceStore,
+    split: Split,
+    *,
+    batch_size: int = 256,
+    exclude_seen: bool = False,
+    k: int = 10,
+) -> dict[str, Any]:
+    """Every metric on ``split``, overall and per user-activity slice (``by_activity``)."""
+    p = predict(model, store, split, batch_size=batch_size, exclude_seen=exclude_seen, k=k)
+    everything = torch.ones(len(p.ranks), dtype=torch.bool)
+    result = summarise(model, store, p, everything)
+    groups, cuts = activity_slices(store, p.rows)
+    result["activity_cuts"] = {"light": f"<= {cuts[0]:g}", "medium": f"<= {cuts[1]:g}", "heavy": f"> {cuts[1]:g}"}
+    result["by_activity"] = {
+        name: summarise(model, store, p, torch.from_numpy(groups == g)) for g, name in enumerate(ACTIVITY_SLICES)
+    }
     return result

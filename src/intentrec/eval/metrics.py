@@ -1,5 +1,8 @@
 """Ranking and classification metrics as pure tensor functions.
 
+Beyond accuracy, over top-K lists (one row per recommendation list, item ids 1..I): catalogue
+coverage, intra-list genre entropy and the mean popularity percentile of what is recommended.
+
 Full ranking: a target's rank is 1 + the number of items scored strictly higher (ties count in the
 target's favour, the convention of RecBole and RePlay). For a single target, HR@K equals Recall@K.
 """
@@ -8,7 +11,18 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["KS", "macro_f1", "rank_of_target", "ranking_metrics", "recall_at_k_multilabel", "roc_auc"]
+__all__ = [
+    "KS",
+    "catalogue_coverage",
+    "genre_entropy",
+    "macro_auc",
+    "macro_f1",
+    "popularity_percentile",
+    "rank_of_target",
+    "ranking_metrics",
+    "recall_at_k_multilabel",
+    "roc_auc",
+]
 
 KS = (1, 5, 10, 20)
 
@@ -78,3 +92,42 @@ def recall_at_k_multilabel(scores: torch.Tensor, labels: torch.Tensor, k: int) -
     hits = labels.gather(1, top).sum(dim=1).double()
     denom = labels.sum(dim=1).clamp(max=k).double()
     return (hits[has] / denom[has]).mean().item()
+
+
+def macro_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean per-class ROC AUC over the classes (columns) that have both positives and negatives."""
+    aucs = [roc_auc(scores[:, c], labels[:, c]) for c in range(scores.shape[1])]
+    defined = [a for a in aucs if a == a]
+    return float(sum(defined) / len(defined)) if defined else float("nan")
+
+
+def catalogue_coverage(top: torch.Tensor, n_items: int) -> float:
+    """Share of the catalogue's ``n_items`` items that appear in at least one of the lists ``top`` (N, K)."""
+    return len(torch.unique(top[top > 0])) / n_items if n_items else 0.0
+
+
+def genre_entropy(top: torch.Tensor, item_genres: torch.Tensor) -> float:
+    """Mean over lists of the entropy (bits) of the list's genre mix. Each item spreads one unit of mass
+    evenly over its genres; items without genres are left out, and lists with none of them skipped."""
+    hot = item_genres[top].double()  # (N, K, G)
+    per_item = hot / hot.sum(-1, keepdim=True).clamp(min=1)  # (N, K, G)
+    mass = per_item.sum(1)  # (N, G)
+    total = mass.sum(-1)  # (N,)
+    has = total > 0
+    if not has.any():
+        return float("nan")
+    p = mass[has] / total[has, None]
+    entropy = -(torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p))).sum(-1)  # (N',)
+    return entropy.mean().item()
+
+
+def popularity_percentile(top: torch.Tensor, popularity: torch.Tensor) -> float:
+    """Mean popularity percentile (0-100) of the recommended items. An item's percentile is the share
+    of catalogue items (ids 1..I) less popular than it, counting ties as half: the most popular of
+    four distinct items is at 87.5, the least at 12.5."""
+    counts = popularity[1:].double()
+    ordered = counts.sort().values
+    lower = torch.searchsorted(ordered, counts, right=False).double()
+    not_higher = torch.searchsorted(ordered, counts, right=True).double()
+    percentile = torch.cat([torch.zeros(1, dtype=torch.float64), 100 * (lower + not_higher) / 2 / len(counts)])
+    return percentile[top[top > 0]].mean().item()

@@ -1,6 +1,23 @@
-"""Sequence models: IntentRec (variants V0-V3) and SASRec."""
+"""Sequence models behind one interface (`SequentialModel`): IntentRec (V0-V3), SASRec, BERT4Rec,
+GRU4Rec and the popularity baseline."""
 
-from intentrec.models.intentrec import HeadSpec, IntentRec, IntentRecConfig, ModelOutput
+from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel
+from intentrec.models.bert4rec import BERT4Rec, BERT4RecConfig
+from intentrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from intentrec.models.intentrec import IntentRec, IntentRecConfig
+from intentrec.models.popularity import Popularity
 from intentrec.models.sasrec import sasrec
 
-__all__ = ["HeadSpec", "IntentRec", "IntentRecConfig", "ModelOutput", "sasrec"]
+__all__ = [
+    "BERT4Rec",
+    "BERT4RecConfig",
+    "GRU4Rec",
+    "GRU4RecConfig",
+    "HeadSpec",
+    "IntentRec",
+    "IntentRecConfig",
+    "ModelOutput",
+    "Popularity",
+    "SequentialModel",
+    "sasrec",
+]

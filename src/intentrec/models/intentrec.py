@@ -28,7 +28,7 @@ Departures from the paper:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,16 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from intentrec.data.batching import GAP_BUCKETS, Batch
+from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
 from intentrec.models.layers import CausalTransformer, FeatureEmbedder, causal_mask, window_mask
 
-__all__ = ["HeadSpec", "IntentRec", "IntentRecConfig", "ModelOutput"]
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    name: str
-    n_classes: int
-    multi_label: bool = False
+__all__ = ["IntentRec", "IntentRecConfig"]
 
 
 @dataclass(frozen=True)
@@ -77,17 +71,11 @@ class IntentRecConfig:
             raise ValueError(f"variant {self.variant} needs at least one intent head; the data set has none enabled")
 
 
-@dataclass
-class ModelOutput:
-    hidden: torch.Tensor  # (B, L, D) H_k, scored against the item embeddings
-    intent_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (B, L, K_f)
-    intent_weights: torch.Tensor | None = None  # (B, L, n_heads) w, the per-head attention
-
-
-class IntentRec(nn.Module):
+class IntentRec(SequentialModel):
     def __init__(self, config: IntentRecConfig, item_genres: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = c = config
+        self.max_len, self.heads = c.max_len, c.heads
         self.embed = FeatureEmbedder(
             c.n_items,
             c.d,
@@ -146,26 +134,12 @@ class IntentRec(nn.Module):
         return ModelOutput(hidden, logits, weights)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., I + 1) scores over the whole catalogue; index 0 (padding) is -inf."""
-        scores = hidden @ self.item_embeddings.T
-        scores[..., 0] = float("-inf")
-        return scores
+        return scores_over_catalogue(hidden, self.item_embeddings)
 
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         """Engagement-weighted item cross-entropy at every position with a target, plus the intent losses."""
         c = self.config
-        has_target = batch.target_items > 0  # (B, L)
-        hidden = output.hidden[has_target]  # (N, D)
-        target = batch.target_items[has_target]  # (N,)
-        if c.item_loss == "ce":
-            item_terms = F.cross_entropy(self.item_logits(hidden), target, reduction="none")  # (N,)
-        else:
-            negative = torch.randint(1, c.n_items, target.shape, device=target.device)  # (N,)
-            negative = negative + (negative >= target).long()  # uniform over items other than the target
-            positive_score = (hidden * self.item_embeddings[target]).sum(-1)  # (N,)
-            negative_score = (hidden * self.item_embeddings[negative]).sum(-1)  # (N,)
-            item_terms = F.softplus(-positive_score) + F.softplus(negative_score)  # (N,)
-        item_loss = (item_terms * batch.target_weights[has_target]).sum() / has_target.sum().clamp(min=1)
+        item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss)
         parts = {"item": item_loss.item()}
         total = item_loss
         weights = dict(c.head_weights)

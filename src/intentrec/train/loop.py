@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +23,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from intentrec.config import TrainConfig
 from intentrec.data.batching import SequenceStore
 from intentrec.eval.evaluate import evaluate
-from intentrec.models.intentrec import IntentRec
+from intentrec.models.base import SequentialModel
 
-__all__ = ["TrainConfig", "load_checkpoint", "save_checkpoint", "train"]
+__all__ = ["TrainConfig", "load_checkpoint", "save_checkpoint", "train", "train_epoch"]  # TrainConfig re-exported
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    clip_norm: float = 1.0
-    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
-    seed: int = 0
-    eval_batch_size: int = 512
-    stop_after_epochs: int | None = None  # end the run after this many epochs (to test resuming)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -78,6 +65,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def _config_dict(config: Any) -> dict[str, Any]:
+    return asdict(config) if is_dataclass(config) and not isinstance(config, type) else {}
+
+
 def _schedule(optimiser: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup:
@@ -87,13 +78,57 @@ def _schedule(optimiser: torch.optim.Optimizer, warmup: int, total: int) -> torc
     return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
+def train_epoch(
+    model: SequentialModel,
+    store: SequenceStore,
+    optimiser: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+) -> tuple[int, float]:
+    """One pass over every training user; returns the sequences seen and the mean loss per sequence."""
+    model.train()
+    started, sequences, total = time.perf_counter(), 0, 0.0
+    steps = -(-len(store.train_users()) // config.batch_size)
+    batches = store.train_batches(config.batch_size, model.max_len, shuffle=True, seed=config.seed + epoch)
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
+    for batch in bar:
+        batch = batch.to(device, non_blocking=True)
+        optimiser.zero_grad(set_to_none=True)
+        loss, parts = model.training_loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimiser.step()
+        if scheduler is not None:
+            scheduler.step()
+        sequences += batch.items.shape[0]
+        total += parts["total"] * batch.items.shape[0]
+        rate = sequences / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(loss=f"{parts['total']:.3f}", seq_s=f"{rate:.0f}")
+    return sequences, total / max(sequences, 1)
+
+
 def train(
-    model: IntentRec, store: SequenceStore, config: TrainConfig, out: Path, *, resume: bool = False
+    model: SequentialModel,
+    store: SequenceStore,
+    config: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    exclude_seen: bool = False,
 ) -> dict[str, Any]:
-    """Train ``model`` on the store's training split; returns the best validation metrics."""
+    """Train ``model`` on the store's training split; returns the best validation NDCG@10 and its epoch.
+    Validation follows the run's protocol (``exclude_seen``)."""
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    if not model.trainable:  # popularity: nothing to fit, the validation score is the whole story
+        valid = evaluate(model, store, "valid", batch_size=config.eval_batch_size, exclude_seen=exclude_seen)
+        save_checkpoint(out / BEST, {"model": model.state_dict(), "epoch": 0, "valid": valid})
+        with (out / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps({"epoch": 0, "loss": None, "train_seconds": 0.0, "valid": valid}) + "\n")
+        return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(store.train_users()) // config.batch_size)
     scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch)
@@ -116,32 +151,18 @@ def train(
             break
         if config.stop_after_epochs is not None and epochs_run >= config.stop_after_epochs:
             break
-        model.train()
-        started, sequences, total = time.perf_counter(), 0, 0.0
-        batches = store.train_batches(config.batch_size, model.config.max_len, shuffle=True, seed=config.seed + epoch)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
-        for batch in bar:
-            batch = batch.to(device)
-            optimiser.zero_grad(set_to_none=True)
-            loss, parts = model.loss(batch, model(batch))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimiser.step()
-            scheduler.step()
-            sequences += batch.items.shape[0]
-            total += parts["total"] * batch.items.shape[0]
-            rate = sequences / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(loss=f"{parts['total']:.3f}", seq_s=f"{rate:.0f}")
+        started = time.perf_counter()
+        sequences, mean_loss = train_epoch(model, store, optimiser, scheduler, config, epoch, device)
         train_seconds = time.perf_counter() - started
-        valid = evaluate(model, store, "valid", batch_size=config.eval_batch_size)
-        score = float(valid["ndcg@10"])  # type: ignore[arg-type]
+        valid = evaluate(model, store, "valid", batch_size=config.eval_batch_size, exclude_seen=exclude_seen)
+        score = float(valid["ndcg@10"])
         improved = score > best
         if improved:
             best, best_epoch, stale = score, epoch, 0
             save_checkpoint(out / BEST, {"model": model.state_dict(), "epoch": epoch, "valid": valid})
         else:
             stale += 1
-        record = {"epoch": epoch, "loss": total / max(sequences, 1), "train_seconds": train_seconds,
+        record = {"epoch": epoch, "loss": mean_loss, "train_seconds": train_seconds,
                   "sequences_per_second": sequences / max(train_seconds, 1e-9), "valid": valid}  # fmt: skip
         metrics_log.write(json.dumps(record) + "\n")
         metrics_log.flush()
@@ -157,7 +178,7 @@ def train(
                 "best": best,
                 "best_epoch": best_epoch,
                 "stale": stale,
-                "model_config": asdict(model.config),
+                "model_config": _config_dict(getattr(model, "config", None)),
                 "train_config": asdict(config),
             },
         )

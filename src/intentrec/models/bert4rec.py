@@ -1,0 +1,93 @@
+"""BERT4Rec (Sun, Liu, Wu, Pei, Lin, Ou and Jiang, "BERT4Rec: Sequential Recommendation with
+Bidirectional Encoder Representations from Transformer", CIKM 2019) in our harness.
+
+A bidirectional Transformer over item ids and positions, trained with the cloze task: a random
+``mask_prob`` share of the interactions in each training window is replaced by a [MASK] token (at least
+one per row) and predicted with a full softmax over the catalogue. To predict the next item, the
+history's oldest interaction is dropped and [MASK] appended; the hidden state at that last position
+is the prediction (``forward`` puts it at position L - 1; other positions are not next-item
+predictions).
+
+Departures from the paper: pre-LN blocks (shared with our other Transformers); the output layer is
+the tied item embedding without the extra projection and bias; no engagement weighting of the cloze
+loss (every masked interaction counts once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from intentrec.data.batching import Batch
+from intentrec.models.base import ModelOutput, SequentialModel, scores_over_catalogue
+from intentrec.models.layers import CausalTransformer, real_positions
+
+__all__ = ["BERT4Rec", "BERT4RecConfig"]
+
+
+@dataclass(frozen=True)
+class BERT4RecConfig:
+    n_items: int
+    d: int = 64
+    n_blocks: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    max_len: int = 50
+    mask_prob: float = 0.2  # share of training interactions replaced by [MASK]
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be between 0 and 1, got {self.mask_prob}")
+
+
+class BERT4Rec(SequentialModel):
+    def __init__(self, config: BERT4RecConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.max_len = c.max_len
+        self.mask_token = c.n_items + 1
+        self.item = nn.Embedding(c.n_items + 2, c.d, padding_idx=0)  # ids 1..I, then [MASK]
+        nn.init.normal_(self.item.weight, std=c.d**-0.5)
+        self.position = nn.Embedding(c.max_len, c.d)
+        self.ln = nn.LayerNorm(c.d)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout)
+
+    @property
+    def item_embeddings(self) -> torch.Tensor:
+        return self.item.weight[: self.config.n_items + 1]  # (I + 1, D), without [MASK]
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids with [MASK]s -> (B, L) hidden states, each position seeing the whole row."""
+        mask = items > 0  # (B, L)
+        x = self.item(items) + self.position(real_positions(mask))  # (B, L, D)
+        x = self.drop(self.ln(x)) * mask[..., None]
+        L = items.shape[1]
+        allowed = mask[:, None, :] | torch.eye(L, dtype=torch.bool, device=items.device)[None]  # (B, L, L)
+        return self.encoder(x, allowed)  # (B, L, D)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        query = torch.full_like(batch.items[:, :1], self.mask_token)  # (B, 1)
+        return ModelOutput(self.encode(torch.cat([batch.items[:, 1:], query], dim=1)))  # (B, L, D)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return scores_over_catalogue(hidden, self.item_embeddings)
+
+    def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-item cross-entropy at the [MASK] appended after the history (the inference task)."""
+        loss = F.cross_entropy(self.item_logits(output.hidden[:, -1]), batch.target_items[:, -1])
+        return loss, {"item": loss.item(), "total": loss.item()}
+
+    def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        # the window's latest L interactions: inputs shifted by one, plus the last target
+        window = torch.cat([batch.items, batch.target_items[:, -1:]], dim=1)[:, 1:]  # (B, L)
+        real = window > 0
+        chosen = (torch.rand(window.shape, device=window.device) < self.config.mask_prob) & real  # (B, L)
+        # rows where the draw masked nothing predict their last interaction, as at inference
+        chosen[:, -1] |= ~chosen.any(dim=1) & real[:, -1]
+        hidden = self.encode(torch.where(chosen, self.mask_token, window))  # (B, L, D)
+        loss = F.cross_entropy(self.item_logits(hidden[chosen]), window[chosen])
+        return loss, {"item": loss.item(), "total": loss.item()}

@@ -1,0 +1,66 @@
+"""Full evaluation on a three-user log, every number worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from intentrec.data.batching import SequenceStore
+from intentrec.data.schema import make_dataset
+from intentrec.data.sequences import build_sequences
+from intentrec.eval.evaluate import evaluate
+from intentrec.models import Popularity
+
+#   user 1: 1 2 3 | valid 1 | test 4      training counts: item 1: 2, item 2: 2, item 3: 3, items 4, 5: 0
+#   user 2: 2 3   | valid 2 | test 5      popularity order: 3 > 1 = 2 > 4 = 5
+#   user 3: 3 1   | valid 3 | test 2
+SEQUENCES = {"1": [1, 2, 3, 1, 4], "2": [2, 3, 2, 5], "3": [3, 1, 3, 2]}
+
+
+def store() -> SequenceStore:
+    rows = [(u, str(i), t) for u, items in SEQUENCES.items() for t, i in enumerate(items)]
+    log = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
+    return SequenceStore(build_sequences(make_dataset("hand", log)))
+
+
+def test_popularity_on_the_test_split_by_hand() -> None:
+    s = store()
+    assert s.item_popularity.tolist() == [0, 2, 2, 3, 0, 0]
+    result = evaluate(Popularity(s.item_popularity), s, "test", k=1)
+    # ranks (ties count in the target's favour): user 1 -> item 4 behind 3, 1, 2: 4; user 2 -> 5: 4;
+    # user 3 -> item 2 behind item 3 only: 2
+    assert result["targets"] == 3
+    assert result["hr@1"] == 0.0
+    assert result["hr@5"] == 1.0
+    assert result["mrr"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 2) / 3)
+    assert result["ndcg@5"] == pytest.approx((2 / math.log2(5) + 1 / math.log2(3)) / 3)
+    # every top-1 list is item 3: one item of five, at the 90th popularity percentile
+    # (counts sorted 0 0 2 2 3: four items below it, none tied: (4 + 5) / 2 / 5)
+    assert result["coverage@1"] == pytest.approx(1 / 5)
+    assert result["popularity_percentile@1"] == pytest.approx(90.0)
+    assert result["intents"] == {}
+
+
+def test_activity_slices_by_hand() -> None:
+    s = store()
+    result = evaluate(Popularity(s.item_popularity), s, "test", k=1)
+    # training lengths 3, 2, 2: tertile cuts 2 and 2.33, so users 2 and 3 are light, user 1 heavy
+    assert result["activity_cuts"] == {"light": "<= 2", "medium": "<= 2.33333", "heavy": "> 2.33333"}
+    light, medium, heavy = (result["by_activity"][k] for k in ("light", "medium", "heavy"))
+    assert (light["targets"], medium["targets"], heavy["targets"]) == (2, 0, 1)
+    assert light["mrr"] == pytest.approx((1 / 4 + 1 / 2) / 2)
+    assert heavy["mrr"] == pytest.approx(1 / 4)
+    assert light["hr@1"] == heavy["hr@1"] == 0.0
+
+
+def test_validation_split_and_excluding_seen_items() -> None:
+    s = store()
+    m = Popularity(s.item_popularity)
+    # valid targets: user 1 -> item 1 (behind 3 only: 2), user 2 -> 2 (2), user 3 -> 3 (1)
+    assert evaluate(m, s, "valid")["mrr"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    # excluding seen items (never the target itself): user 1's history 1 2 3 removes items 2 and 3, so
+    # target 1 ranks first; user 2 loses 3 (target 2 ties with 1: first); user 3's target 3 was already first
+    excluded = evaluate(m, s, "valid", exclude_seen=True)
+    assert excluded["hr@1"] == 1.0

@@ -1,0 +1,132 @@
+"""GRU4Rec, BERT4Rec and popularity: shapes, causality (GRU4Rec), padding invariance, gradients, overfitting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from intentrec.eval.metrics import rank_of_target
+from intentrec.models import BERT4Rec, BERT4RecConfig, GRU4Rec, GRU4RecConfig, Popularity, SequentialModel
+from tests.models.test_intentrec import B, D, I, L, make_batch
+
+
+def gru(dropout: float = 0.0, **kw: object) -> GRU4Rec:
+    torch.manual_seed(0)
+    return GRU4Rec(GRU4RecConfig(n_items=I, d=D, dropout=dropout, max_len=12, **kw)).eval()  # type: ignore[arg-type]
+
+
+def bert(dropout: float = 0.0) -> BERT4Rec:
+    torch.manual_seed(0)
+    return BERT4Rec(BERT4RecConfig(n_items=I, d=D, n_blocks=2, n_heads=2, dropout=dropout, max_len=12)).eval()
+
+
+@pytest.mark.parametrize("make", [gru, bert])
+def test_shapes(make: object) -> None:
+    m: SequentialModel = make()  # type: ignore[operator]
+    out = m(make_batch())
+    assert out.hidden.shape == (B, L, D)
+    assert m.item_logits(out.hidden).shape == (B, L, I + 1)
+    assert out.intent_logits == {} and out.intent_weights is None
+
+
+def test_gru4rec_is_causal() -> None:
+    m, t = gru(), 4
+    batch, changed = make_batch(), make_batch()
+    changed.items[:, t:] = (changed.items[:, t:] % I) + 1
+    before, after = m(batch).hidden, m(changed).hidden
+    torch.testing.assert_close(before[:, :t], after[:, :t])
+    assert not torch.allclose(before[0, t:], after[0, t:])
+
+
+@pytest.mark.parametrize("make", [gru, bert])
+def test_left_padding_changes_nothing(make: object) -> None:
+    m: SequentialModel = make()  # type: ignore[operator]
+    plain, padded = make_batch(seed=1), make_batch(seed=1, pad=3)
+    padded.items[:, 3:] = plain.items
+    a, b = m(plain).hidden, m(padded).hidden
+    if isinstance(m, BERT4Rec):
+        # only the appended [MASK] position is a prediction; row 0 fills the unpadded batch, so appending
+        # [MASK] drops its oldest interaction there but not in the padded batch
+        torch.testing.assert_close(a[1:, -1], b[1:, -1])
+    else:
+        torch.testing.assert_close(a[plain.mask], b[:, 3:][plain.mask])
+
+
+def test_bert4rec_sees_the_whole_row_but_not_the_target() -> None:
+    m, t = bert(), 4
+    batch, changed = make_batch(), make_batch()
+    changed.items[0, t] = changed.items[0, t] % I + 1
+    torch.testing.assert_close(m(batch).hidden[1:], m(changed).hidden[1:])
+    # bidirectional: an earlier position of row 0 sees the change
+    assert not torch.allclose(m(batch).hidden[0, t - 2], m(changed).hidden[0, t - 2])
+    changed = make_batch()
+    changed.target_items[:] = changed.target_items % I + 1
+    torch.testing.assert_close(m(batch).hidden, m(changed).hidden)
+
+
+@pytest.mark.parametrize("make", [gru, bert])
+def test_every_parameter_gets_a_finite_gradient(make: object) -> None:
+    m: SequentialModel = make(dropout=0.1).train()  # type: ignore[operator]
+    loss, parts = m.training_loss(make_batch())
+    loss.backward()
+    assert set(parts) == {"item", "total"}
+    for name, p in m.named_parameters():
+        if name == "position.weight" and isinstance(m, BERT4Rec):
+            continue  # rows past the batch's length get no gradient; the others are checked below
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_gru4rec_overfits_a_small_batch() -> None:
+    m = gru().train()
+    batch = make_batch(seed=3)
+    optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = m.training_loss(batch)[0].item()
+    for _ in range(150):
+        optimiser.zero_grad()
+        m.training_loss(batch)[0].backward()
+        optimiser.step()
+    m.eval()
+    assert m.training_loss(batch)[0].item() < 0.1 * first
+    has = batch.target_items > 0
+    assert (rank_of_target(m.item_logits(m(batch).hidden[has]), batch.target_items[has]) == 1).all()
+
+
+def test_bert4rec_overfits_next_item_prediction() -> None:
+    m = bert().train()
+    batch = make_batch(seed=3)
+    optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
+    m.eval()
+    first = m.loss(batch, m(batch))[0].item()
+    m.train()
+    for _ in range(200):
+        optimiser.zero_grad()
+        m.training_loss(batch)[0].backward()
+        optimiser.step()
+    m.eval()
+    assert m.loss(batch, m(batch))[0].item() < 0.1 * first
+    ranks = rank_of_target(m.item_logits(m(batch).hidden[:, -1]), batch.target_items[:, -1])
+    assert (ranks == 1).all()
+
+
+def test_bert4rec_masks_at_least_one_interaction_per_row() -> None:
+    m = bert().train()
+    batch = make_batch()
+    torch.manual_seed(0)
+    loss, _ = m.training_loss(batch)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="mask_prob"):
+        BERT4RecConfig(n_items=5, mask_prob=1.5)
+
+
+def test_popularity_ranks_by_training_counts() -> None:
+    counts = np.array([0, 5, 1, 9, 3])  # index 0 is padding
+    m = Popularity(counts)
+    assert not m.trainable
+    batch = make_batch()
+    scores = m.item_logits(m(batch).hidden[:, -1])
+    assert scores.shape == (B, 5)
+    assert scores[0].argsort(descending=True).tolist()[:4] == [3, 1, 4, 2]
+    assert torch.isinf(scores[:, 0]).all()
+    with pytest.raises(TypeError, match="nothing to train"):
+        m.loss(batch, m(batch))
