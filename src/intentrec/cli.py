@@ -226,6 +226,43 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from intentrec.analyze import analyze
+    from intentrec.runs import load_run
+
+    if args.k < 2:
+        raise UsageError(f"--k must be at least 2, got {args.k}")
+    result = analyze(load_run(Path(args.run_dir)), Path(args.out), k=args.k, seed=args.seed)
+    print(f"{result['users']:,} users in {len(result['segments'])} segments -> {args.out}/report.md")
+    for segment in sorted(result["segments"], key=lambda s: -s["size"]):
+        print(f"  {segment['size']:>6,}  {segment['description']}")
+    if "archetypes" in result:
+        print(f"adjusted Rand index against the planted archetypes: {result['archetypes']['adjusted_rand_index']:.3f}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from intentrec.analyze import explain
+    from intentrec.runs import load_run
+
+    result = explain(load_run(Path(args.run_dir)), args.user, recent=args.recent)
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    print(f"user {result['user']} ({result['history_length']} interactions)")
+    if result["driver"]:
+        print(f"{result['driver']} drives this user: {result['intent_weights'][result['driver']]:.2f}")
+        print("head weights: " + ", ".join(f"{k} {v:.2f}" for k, v in result["intent_weights"].items()))
+    for name, probs in result["intents"].items():
+        print(f"  next {name:<8} " + ", ".join(f"{c} {p:.2f}" for c, p in list(probs.items())[:3]))
+    print("recent events that moved the predicted intents most (occlusion):")
+    for event in result["recent_events"][:5]:
+        what = event.get("title") or event.get("item")
+        moved = ", ".join(f"{k} {v:.2f}" for k, v in event["influence"].items())
+        print(f"  {event['events_ago']:>2} events ago  {what}  ({moved})")
+    return 0
+
+
 def _add_reader_flags(p: argparse.ArgumentParser) -> None:
     from intentrec.data import FORMATS
 
@@ -306,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-seen", choices=("yes", "no"), help="default: the run's eval.exclude_seen")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_recommend)
+
+    p = commands.add_parser("analyze", help="user segments from intent embeddings, with a report")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--k", type=int, default=10, help="number of segments (k-means++)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_analyze)
+
+    p = commands.add_parser("explain", help="one user's predicted intents, head weights and what drove them")
+    p.add_argument("run_dir")
+    p.add_argument("--user", required=True)
+    p.add_argument("--recent", type=int, default=10, help="recent events to test by occlusion")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_explain)
 
     p = commands.add_parser("quickstart", help="the main job on the built-in synthetic data")
     p.add_argument("--out", default="runs/quickstart")

@@ -218,7 +218,7 @@ class Run:
             if head.name not in output.intent_logits:
                 continue
             logits = output.intent_logits[head.name][0, -1]
-            p = logits.sigmoid() if head.multi_label else logits.softmax(-1)
+            p = logits.softmax(-1)
             ranked = sorted(zip(head.classes, p.tolist(), strict=True), key=lambda t: -t[1])
             intents[head.name] = {name: round(prob, 4) for name, prob in ranked}
         weights = {}

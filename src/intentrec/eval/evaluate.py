@@ -87,7 +87,7 @@ def predict(
             if head.name not in output.intent_logits:
                 continue
             logits = output.intent_logits[head.name][:, -1]  # (B, K_f)
-            scores[head.name].append((logits.sigmoid() if head.multi_label else logits.softmax(-1)).cpu())
+            scores[head.name].append((logits.softmax(-1)).cpu())
             truth[head.name].append(batch.intent_targets[head.name][:, -1].cpu())
             known[head.name].append(batch.intent_target_mask[head.name][:, -1].cpu())
     model.train(was_training)

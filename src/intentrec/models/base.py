@@ -30,6 +30,7 @@ class ModelOutput:
     hidden: torch.Tensor  # (B, L, D) H_k, scored against the catalogue by item_logits
     intent_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (B, L, K_f)
     intent_weights: torch.Tensor | None = None  # (B, L, n_heads) w, the per-head attention
+    intent_embedding: torch.Tensor | None = None  # (B, L, D) Z_k, the attention-weighted intent embedding
 
 
 class SequentialModel(nn.Module):

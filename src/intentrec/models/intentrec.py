@@ -6,7 +6,7 @@ Multi-Task Learning", arXiv 2408.05353 (Netflix; shipped as FM-Intent). See ../s
     F_k        = FeatureEmbedder(item, categorical fields, genres, time gap, position)
     S_k        = WindowEncoder(F_{p..k})                 short-term interest within H (V3)
     E_k        = IntentEncoder(LN(Linear([F_k; S_k])))   causal Transformer
-    p_i        = softmax(FC_i(E_k)) (sigmoid for multi-label genre), one head per intent field
+    p_i        = softmax(FC_i(E_k)), one head per intent field (genre too: a distribution over genres)
     P_i        = Proj_i(p_i);  a_i = FC_att(P_i);  w = softmax(a);  Z_k = sum_i w_i P_i
     H_k        = NextItemEncoder(LN(Linear([F_k; S_k; Z_k])))   a second, separate causal Transformer
     logits     = H_k @ item_embeddings^T                 over the whole catalogue (tied weights)
@@ -21,8 +21,9 @@ Departures from the paper:
 * field embeddings are summed into D rather than concatenated (equivalent up to a linear map);
 * the window encoder is one Transformer block with a window attention mask, computed for all
   positions in one pass;
-* the multi-label genre head is trained with binary cross-entropy over all genre classes (the paper
-  uses positives only);
+* the multi-label genre head is a softmax trained with cross-entropy against the item's genres as a
+  uniform soft target, so only the positives carry loss, as in the paper; its output is a distribution
+  over genres;
 * the output layer shares the item embedding.
 """
 
@@ -125,13 +126,13 @@ class IntentRec(SequentialModel):
             return ModelOutput(encoded, logits)
         projected = []
         for h in c.heads:
-            p = torch.sigmoid(logits[h.name]) if h.multi_label else torch.softmax(logits[h.name], -1)  # (B, L, K_f)
+            p = torch.softmax(logits[h.name], -1)  # (B, L, K_f)
             projected.append(self.project[h.name](p))  # (B, L, D)
         stacked = torch.stack(projected, dim=2)  # (B, L, n_heads, D)
         weights = torch.softmax(self.attend(stacked).squeeze(-1), dim=-1)  # (B, L, n_heads)
         intent = (weights[..., None] * stacked).sum(dim=2)  # (B, L, D) Z_k
         hidden = self.next_encoder(self.next_in(torch.cat([*parts, intent], -1)), allowed)  # (B, L, D)
-        return ModelOutput(hidden, logits, weights)
+        return ModelOutput(hidden, logits, weights, intent)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return scores_over_catalogue(hidden, self.item_embeddings)
@@ -151,8 +152,11 @@ class IntentRec(SequentialModel):
                 continue
             logits = output.intent_logits[h.name][known]  # (N_h, K_f)
             target = batch.intent_targets[h.name][known]
-            if h.multi_label:
-                head_loss = F.binary_cross_entropy_with_logits(logits, target.float())
+            if h.multi_label:  # cross-entropy against the genres as a uniform soft target
+                positives = target.float().sum(-1, keepdim=True)  # (N_h, 1); rows without a genre carry no loss
+                soft = target.float() / positives.clamp(min=1)  # (N_h, K_f)
+                terms = -(soft * F.log_softmax(logits, -1)).sum(-1)  # (N_h,)
+                head_loss = terms.sum() / (positives > 0).sum().clamp(min=1)
             else:
                 head_loss = F.cross_entropy(logits, target)
             parts[h.name] = head_loss.item()

@@ -1,0 +1,198 @@
+"""Benchmark: accuracy of every model on every data set, several seeds, from the frozen configs.
+
+Each (data set, model, seed) trains with ``intentrec train --config configs/<data>/<model>.toml
+--set train.seed=<seed>`` into ``bench/runs/`` (ignored by git) and is skipped when its
+``summary.json`` already exists, so an interrupted benchmark resumes where it stopped. Test metrics
+(full ranking, leave-one-out) are aggregated as mean and standard deviation over seeds and printed
+beside the published numbers for the same files. Results: bench/results/accuracy.{json,md}.
+
+    python bench/accuracy.py --data ml-100k --seeds 0 1 2
+    python bench/accuracy.py --data beauty toys lastfm --models sasrec-bce sasrec-ce intentrec-v3
+    python bench/accuracy.py --report-only          # rebuild the tables from finished runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+RUNS = REPO / "bench" / "runs"
+RESULTS = REPO / "bench" / "results"
+DATA_SETS = ("ml-100k", "beauty", "toys", "lastfm", "taobao", "synthetic")
+MODELS = (
+    "popularity", "gru4rec", "bert4rec", "sasrec-bce", "sasrec-ce",
+    "intentrec-v0", "intentrec-v1", "intentrec-v2", "intentrec-v3",
+)  # fmt: skip
+METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
+
+# Published full-ranking leave-one-out numbers on exactly these files (HR@10, NDCG@10, source).
+PUBLISHED: dict[str, list[tuple[str, float, float, str]]] = {
+    "beauty": [
+        ("SASRec (BCE)", 0.0605, 0.0318, "S3-Rec repository README, all-rank table"),
+        ("SASRec (sampled softmax)", 0.0921, 0.0531, "blondered/transformer_benchmark README"),
+        ("BSARec (CE)", 0.1008, 0.0611, "yehjin-shin/BSARec best log"),
+        ("WEARec (CE)", 0.1041, 0.0614, "xhy963319431/WEARec results log (best of a grid)"),
+    ],
+    "toys": [
+        ("SASRec (BCE)", 0.0675, 0.0374, "S3-Rec all-rank table"),
+        ("SASRec (sampled softmax)", 0.0970, 0.0580, "transformer_benchmark README"),
+    ],
+    "lastfm": [
+        ("SASRec (BCE)", 0.0688, 0.0390, "S3-Rec all-rank table"),
+        ("S3-Rec", 0.0743, 0.0427, "S3-Rec all-rank table"),
+    ],
+    "ml-100k": [
+        ("SASRec (CE), RePlay 0.22", 0.1074, 0.0482, "measured on a 2-core CPU machine (issue 4)"),
+    ],
+}
+
+
+def run_one(data: str, model: str, seed: int, env: dict[str, str]) -> dict[str, Any] | None:
+    config = CONFIGS / data / f"{model}.toml"
+    out = RUNS / f"{data}-{model}-s{seed}"
+    summary = out / "summary.json"
+    if summary.exists():
+        loaded: dict[str, Any] = json.loads(summary.read_text())
+        return loaded
+    resume = ["--resume"] if (out / "config.toml").exists() else []
+    command = [sys.executable, "-m", "intentrec.cli", "train", "--config", str(config),
+               "--set", f"train.seed={seed}", "--out", str(out), *resume]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"  FAILED {data}/{model}/s{seed}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        (RUNS / f"{data}-{model}-s{seed}.err").write_text(done.stderr)
+        return None
+    print(f"  {data}/{model}/s{seed} done in {time.perf_counter() - started:.0f} s", flush=True)
+    result: dict[str, Any] = json.loads(summary.read_text())
+    return result
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"seeds": len(summaries)}
+    for split in ("valid", "test"):
+        for metric in METRICS:
+            values = [s[split][metric] for s in summaries]
+            out[f"{split}_{metric}"] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+    out["train_seconds"] = statistics.fmean(s["train_seconds"] for s in summaries)
+    out["best_epoch"] = [s["best_epoch"] for s in summaries]
+    intents = summaries[0]["test"].get("intents", {})
+    out["intents"] = {
+        head: {
+            metric: statistics.fmean(s["test"]["intents"][head][metric] for s in summaries)
+            for metric in values
+            if metric != "targets"
+        }
+        for head, values in intents.items()
+    }
+    return out
+
+
+def collect(data_sets: list[str], models: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for data in data_sets:
+        for model in models:
+            found = []
+            for seed in seeds:
+                summary = RUNS / f"{data}-{model}-s{seed}" / "summary.json"
+                if summary.exists():
+                    found.append(json.loads(summary.read_text()))
+            if found:
+                table.setdefault(data, {})[model] = aggregate(found)
+    return table
+
+
+def cell(entry: dict[str, Any], key: str) -> str:
+    value = entry[key]
+    return f"{value['mean']:.4f} ± {value['std']:.4f}" if entry["seeds"] > 1 else f"{value['mean']:.4f}"
+
+
+def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
+    import torch
+
+    record = {
+        "benchmark": "accuracy",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+        },
+        "protocol": "leave-one-out, full ranking over all items, seen items kept; test metrics of the model with "
+        "the best validation NDCG@10",
+        "published": PUBLISHED,
+        "results": table,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "accuracy.json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = [
+        "# Accuracy: every model on every data set",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, torch "
+        f"{record['machine']['torch']}  ",
+        f"Date: {record['date']}  ",
+        f"Protocol: {record['protocol']}. Mean ± standard deviation over seeds; configs in `configs/`.",
+    ]
+    for data, models in table.items():
+        lines += ["", f"## {data}", "", "| model | seeds | test HR@10 | test NDCG@10 | test MRR | valid NDCG@10 | "
+                  "coverage@10 | train s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for model, entry in models.items():
+            lines.append(
+                f"| {model} | {entry['seeds']} | {cell(entry, 'test_hr@10')} | {cell(entry, 'test_ndcg@10')} | "
+                f"{cell(entry, 'test_mrr')} | {cell(entry, 'valid_ndcg@10')} | {cell(entry, 'test_coverage@10')} | "
+                f"{entry['train_seconds']:.0f} |"
+            )
+        for name, hr, ndcg, source in PUBLISHED.get(data, []):
+            lines.append(f"| *published: {name}* | | {hr:.4f} | {ndcg:.4f} | | | | *{source}* |")
+        heads = {m: e["intents"] for m, e in models.items() if e["intents"]}
+        if heads:
+            lines += ["", "Intent heads on the test targets (observed next-interaction labels):", ""]
+            lines += ["| model | head | metric | value |", "|---|---|---|---|"]
+            for model, per_head in heads.items():
+                for head, metrics in per_head.items():
+                    for metric, value in metrics.items():
+                        lines.append(f"| {model} | {head} | {metric} | {value:.4f} |")
+    (RESULTS / "accuracy.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data", nargs="*", default=list(DATA_SETS), choices=DATA_SETS)
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env.setdefault("INTENTREC_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
+    if not args.report_only:
+        RUNS.mkdir(parents=True, exist_ok=True)
+        for data in args.data:
+            for model in args.models:
+                for seed in args.seeds:
+                    run_one(data, model, seed, env)
+                write_report(collect([d for d in DATA_SETS if d in args.data], list(MODELS), args.seeds), command)
+    write_report(collect([d for d in DATA_SETS if d in args.data], list(MODELS), args.seeds), command)
+    print(f"-> {RESULTS / 'accuracy.md'}")
+
+
+if __name__ == "__main__":
+    main()

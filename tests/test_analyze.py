@@ -1,0 +1,91 @@
+"""Segments, names, plots and explanations from a trained IntentRec run on a small synthetic world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from intentrec.analyze import analyze, explain
+from intentrec.cli import main
+from intentrec.runs import load_run
+from tests.conftest import write
+
+SMALL = """
+[data.synthetic]
+users = 300
+seed = 1
+titles = 120
+
+[model]
+d = 32
+max_len = 30
+
+[train]
+epochs = 6
+batch_size = 32
+lr = 0.005
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("analyze")
+    assert main(["train", "--config", str(write(folder / "small.toml", SMALL)), "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def test_analyze_writes_segments_plots_and_a_report(run_dir: Path, tmp_path: Path) -> None:
+    result = analyze(load_run(run_dir), tmp_path, k=6, k_range=range(2, 5))
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "segments.json", "user_segments.parquet", "segments_map.png", "head_weights.png", "report.md",
+    }  # fmt: skip
+    segments = result["segments"]
+    assert sum(s["size"] for s in segments) == 300 and len(segments) == 6
+    assert len({s["name"] for s in segments}) == 6, "names are unique"
+    for s in segments:
+        assert s["description"].startswith(s["name"] + ": ")
+        assert sum(s["mean_head_weights"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert sum(s["dominant_intents"]["action"].values()) == pytest.approx(1.0, abs=1e-2)
+    assert set(result["silhouette"]) == {2, 3, 4} and all(-1 <= v <= 1 for v in result["silhouette"].values())
+    users = pl.read_parquet(tmp_path / "user_segments.parquet")
+    assert users.columns == ["user", "segment", "x", "y"] and users.height == 300
+    assert users["x"].is_finite().all()
+    # the planted archetypes are recovered better than chance (adjusted Rand index 0 = chance)
+    archetypes = result["archetypes"]
+    assert archetypes["adjusted_rand_index"] > 0.05
+    assert sum(sum(c.values()) for c in archetypes["crosstab"].values()) == 300
+    report = (tmp_path / "report.md").read_text()
+    assert "adjusted Rand index" in report and "segments_map.png" in report
+    assert json.loads((tmp_path / "segments.json").read_text())["k"] == 6
+
+
+def test_explain_names_the_driver_and_the_events(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = load_run(run_dir)
+    result = explain(run, "5", recent=8)
+    assert set(result["intents"]) == {"action", "genre", "format", "recency"}
+    assert sum(result["intent_weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert result["driver"] == max(result["intent_weights"], key=result["intent_weights"].get)  # type: ignore[arg-type]
+    events = result["recent_events"]
+    assert len(events) == min(8, result["history_length"] - 1)
+    assert sorted(e["events_ago"] for e in events) == list(range(len(events)))
+    assert all(e["total_influence"] >= 0 for e in events)
+    assert [e["total_influence"] for e in events] == sorted((e["total_influence"] for e in events), reverse=True)
+    capsys.readouterr()
+    assert main(["explain", str(run_dir), "--user", "5"]) == 0
+    assert "drives this user" in capsys.readouterr().out
+    assert main(["explain", str(run_dir), "--user", "ghost"]) == 2
+    assert "user 'ghost' is not in this run's data" in capsys.readouterr().err
+
+
+def test_analyze_needs_intent_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(
+        tmp_path / "s.toml",
+        SMALL.replace("[model]\n", "[model]\nkind = 'sasrec'\n").replace("epochs = 6", "epochs = 1"),
+    )
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) == 2
+    assert "has no intent heads" in capsys.readouterr().err
