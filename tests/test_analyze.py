@@ -57,6 +57,9 @@ def test_analyze_writes_segments_plots_and_a_report(run_dir: Path, tmp_path: Pat
     archetypes = result["archetypes"]
     assert archetypes["adjusted_rand_index"] > 0.05
     assert sum(sum(c.values()) for c in archetypes["crosstab"].values()) == 300
+    ceiling = archetypes["ceiling_from_true_parameters"]
+    assert ceiling["parameters"] == ["p_continue", "p_discover", "p_rewatch", "sessions"]
+    assert 0 < ceiling["k=6"] <= 1
     report = (tmp_path / "report.md").read_text()
     assert "adjusted Rand index" in report and "segments_map.png" in report
     assert json.loads((tmp_path / "segments.json").read_text())["k"] == 6
