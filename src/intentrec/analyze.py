@@ -158,7 +158,8 @@ def name_segments(run: Run, intents: UserIntents, labels: np.ndarray) -> list[di
             entropy = float(-(normalised * np.log2(np.maximum(normalised, 1e-12))).sum())
             breadth = "broad genres" if entropy > 0.85 * np.log2(len(classes)) else f"mostly {classes[order[0]]}"
             facts.append(f"{breadth} (top: {', '.join(classes[i] for i in order[:2])})")
-            if normalised[order[0]] >= 0.25:  # one genre holds a quarter of the genre mass or more
+            # one real genre (not the "other" bucket) holds a quarter of the genre mass or more
+            if classes[order[0]] != "other" and normalised[order[0]] >= 0.25:
                 lift = share[order[0]] / max(overall[order[0]], 1e-9)
                 candidates.append((lift, f"{classes[order[0]]} enthusiasts"))
         if "recency" in intents.probabilities:
@@ -309,9 +310,13 @@ def analyze(run: Run, out: Path, *, k: int = 10, k_range: range = range(2, 16), 
         {"user": intents.users, "segment": labels.astype(np.int32), "x": coords[:, 0], "y": coords[:, 1]}
     ).write_parquet(out / "user_segments.parquet")
     _plots(out, coords[pick], labels[pick], segments, intents.head_names)
+    shares = [
+        list(seg["dominant_intents"]["action"].values()) for seg in segments if "action" in seg["dominant_intents"]
+    ]
     result: dict[str, Any] = {
         "run": str(run.path),
         "users": len(intents.users),
+        "largest_action_gap": float(np.ptp(np.array(shares), axis=0).max()) if shares else None,
         "k": k,
         "silhouette": silhouettes,
         "segments": segments,
@@ -329,8 +334,8 @@ def _report(run: Run, result: dict[str, Any]) -> str:
         f"# Who watches, and why: {result['users']:,} users in {len(result['segments'])} segments",
         "",
         f"Run `{run.path}` ({run.config.model.kind} {run.config.model.variant}). Each user is placed by the "
-        "model's intent embedding at their latest interaction (what the model believes they are here for "
-        "next) and grouped with k-means++. Segment names come from what stands out against everyone else.",
+        "model's intent embedding averaged over their latest interactions (what the model believes they "
+        "come for) and grouped with k-means++. Segment names come from what stands out against everyone else.",
         "",
         "| segment | users | what stands out | strongest head |",
         "|---|---|---|---|",
@@ -340,6 +345,14 @@ def _report(run: Run, result: dict[str, Any]) -> str:
         strongest = max(weights, key=weights.get) if weights else "-"
         share = f"{s['size']:,} ({s['share']:.0%})"
         lines.append(f"| {s['name']} | {share} | {s['description'].split(': ', 1)[1]} | {strongest} |")
+    gap = result["largest_action_gap"]
+    if gap is not None:
+        lines += ["", f"Largest difference between segments in any predicted action share: {gap:.0%} points."]
+        if gap < 0.05:
+            lines.append(
+                "The segments barely differ in predicted intents: treat them as one population; the model "
+                "does not (yet) tell these users apart."
+            )
     lines += [
         "",
         "![users by segment](segments_map.png)",
