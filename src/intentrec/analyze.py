@@ -19,7 +19,6 @@ Paper: Oh et al., IntentRec (arXiv 2408.05353), section on intent-based user clu
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from intentrec.runs import Run
 
 __all__ = ["UserIntents", "analyze", "explain", "extract", "name_segments"]
 
-log = logging.getLogger(__name__)
 
 SEGMENT_NAMES = {
     "continue": "Continue-watchers",

@@ -17,7 +17,6 @@ A run is self-contained: loading it needs neither the configuration file nor the
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +41,6 @@ from intentrec.train.loop import BEST, load_checkpoint, train
 
 __all__ = ["Run", "UnknownUserError", "build_model", "load_run", "prepare_data", "train_run"]
 
-log = logging.getLogger(__name__)
 CONFIG = "config.toml"
 DATA = "data"
 SUMMARY = "summary.json"

@@ -8,6 +8,7 @@ loss and a dictionary of its named parts.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -33,21 +34,24 @@ class ModelOutput:
     intent_embedding: torch.Tensor | None = None  # (B, L, D) Z_k, the attention-weighted intent embedding
 
 
-class SequentialModel(nn.Module):
-    """Base class: subclasses set ``max_len`` and ``heads`` and implement the three methods."""
+class SequentialModel(nn.Module, ABC):
+    """Base class: subclasses set ``max_len`` (and ``heads`` if they predict intents) and implement the
+    three abstract methods."""
 
     max_len: int
     heads: tuple[HeadSpec, ...] = ()
 
+    @abstractmethod
     def forward(self, batch: Batch) -> ModelOutput:
-        raise NotImplementedError
+        """Hidden states at every position of the left-padded batch, and intent outputs if any."""
 
+    @abstractmethod
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., I + 1) scores over the whole catalogue; index 0 (padding) is -inf."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
+        """The training loss of ``output`` on ``batch`` and its named parts."""
 
     def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """One training step's loss; models whose training input differs from inference override it."""
