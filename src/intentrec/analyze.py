@@ -403,15 +403,8 @@ def explain(run: Run, user: str, *, recent: int = 10) -> dict[str, Any]:
     for i, v in enumerate(variants):
         idx[i, L - len(v) :] = v
     output = model(run.store.batch_of(np.full(len(variants), row), idx).to(model.device))
-    heads = {h.name: h for h in run.store.heads}
     probs = {h.name: output.intent_logits[h.name][:, -1].softmax(-1).cpu() for h in model.heads}  # (1 + R, K_f)
-    intents = {}
-    for name, p in probs.items():
-        ranked = sorted(zip(heads[name].classes, p[0].tolist(), strict=True), key=lambda t: -t[1])
-        intents[name] = {c: round(v, 4) for c, v in ranked[:5]}
-    weights: dict[str, float] = {}
-    if output.intent_weights is not None:
-        weights = {h.name: round(w, 4) for h, w in zip(model.heads, output.intent_weights[0, -1].tolist(), strict=True)}
+    intents, weights = run.intent_summary(output, top=5)
     columns = [c for c in ("item_idx", "item", "title", "genres") if c in run.prepared.items.columns]
     events = (
         run.prepared.interactions[start + n - last : start + n]

@@ -31,7 +31,7 @@ from intentrec.data.batching import SequenceStore
 from intentrec.data.prepare import load_prepared, write_prepared
 from intentrec.data.sequences import Prepared, build_sequences
 from intentrec.eval.evaluate import evaluate
-from intentrec.models.base import HeadSpec, SequentialModel
+from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel
 from intentrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from intentrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
@@ -190,6 +190,23 @@ class Run:
             )
         return int(found[0])
 
+    def intent_summary(
+        self, output: ModelOutput, *, row: int = 0, top: int | None = None
+    ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        """Row ``row``'s predicted intents at the last position ({head: {class: probability}}, most likely
+        first, at most ``top`` classes) and per-head intent weights (empty for models without them)."""
+        classes = {h.name: h.classes for h in self.store.heads}
+        intents: dict[str, dict[str, float]] = {}
+        for head in self.model.heads:
+            p = output.intent_logits[head.name][row, -1].softmax(-1).tolist()
+            ranked = sorted(zip(classes[head.name], p, strict=True), key=lambda t: -t[1])[:top]
+            intents[head.name] = {name: round(prob, 4) for name, prob in ranked}
+        weights: dict[str, float] = {}
+        if output.intent_weights is not None:
+            values = output.intent_weights[row, -1].tolist()
+            weights = {h.name: round(w, 4) for h, w in zip(self.model.heads, values, strict=True)}
+        return intents, weights
+
     @torch.no_grad()
     def recommend(self, user: str, k: int = 10, *, exclude_seen: bool | None = None) -> dict[str, Any]:
         """Top-``k`` items after the user's whole history, with the predicted intents and head weights."""
@@ -211,18 +228,7 @@ class Run:
         )
         columns = [c for c in ("item", "title", "genres", "format") if c in picked.columns]
         items = [{**{c: r[c] for c in columns}, "score": float(r["score"])} for r in picked.iter_rows(named=True)]
-        intents: dict[str, dict[str, float]] = {}
-        for head in self.store.heads:
-            if head.name not in output.intent_logits:
-                continue
-            logits = output.intent_logits[head.name][0, -1]
-            p = logits.softmax(-1)
-            ranked = sorted(zip(head.classes, p.tolist(), strict=True), key=lambda t: -t[1])
-            intents[head.name] = {name: round(prob, 4) for name, prob in ranked}
-        weights = {}
-        if output.intent_weights is not None:
-            names = [h.name for h in self.model.heads]
-            weights = {n: round(w, 4) for n, w in zip(names, output.intent_weights[0, -1].tolist(), strict=True)}
+        intents, weights = self.intent_summary(output)
         return {
             "user": str(user),
             "history_length": int(self.store.n[row]),
