@@ -189,8 +189,9 @@ def main() -> None:
             for model in args.models:
                 for seed in args.seeds:
                     run_one(data, model, seed, env)
-                write_report(collect([d for d in DATA_SETS if d in args.data], list(MODELS), args.seeds), command)
-    write_report(collect([d for d in DATA_SETS if d in args.data], list(MODELS), args.seeds), command)
+                write_report(collect(list(DATA_SETS), list(MODELS), args.seeds), command)
+    # Every data set with finished runs goes into the report, not only the ones run by this command.
+    write_report(collect(list(DATA_SETS), list(MODELS), args.seeds), command)
     print(f"-> {RESULTS / 'accuracy.md'}")
 
 

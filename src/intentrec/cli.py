@@ -62,7 +62,9 @@ def _sequence_config(args: argparse.Namespace) -> Any:
         new_days=args.new_days,
         recent_days=args.recent_days,
     )
-    return SequenceConfig(
+    from intentrec.runs import with_deletions
+
+    sequence = SequenceConfig(
         split=args.split,
         min_user_interactions=args.min_user_interactions,
         min_item_interactions=args.min_item_interactions,
@@ -70,6 +72,7 @@ def _sequence_config(args: argparse.Namespace) -> Any:
         window_items=args.window_items,
         intents=intents,
     )
+    return with_deletions(sequence, [Path(p) for p in args.deletions or ()])
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -263,6 +266,42 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from intentrec.serve.app import ADMIN_TOKEN_VARIABLE, create_app
+    from intentrec.serve.engine import ServeSettings
+
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f"{args.run_dir}: no such run folder")
+    if not 0 <= args.exploration <= 0.5:
+        raise UsageError(f"--exploration must be between 0 and 0.5, got {args.exploration}")
+    if not 0 <= args.diversity <= 1:
+        raise UsageError(f"--diversity must be between 0 and 1, got {args.diversity}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = ServeSettings(
+        exploration=args.exploration,
+        diversity=args.diversity,
+        model_timeout_ms=args.timeout_ms,
+        exclude_seen=not args.keep_seen,
+        seed=args.seed,
+    )
+    app = create_app(args.run_dir, db=args.db, settings=settings, max_inflight=args.max_inflight)
+    engine = app.state.engine
+    admin = (
+        "enabled" if __import__("os").environ.get(ADMIN_TOKEN_VARIABLE) else f"disabled (set {ADMIN_TOKEN_VARIABLE})"
+    )
+    print(f"serving {engine.current.id} ({engine.current.kind}, {engine.current.catalogue.n_items:,} items) "
+          f"on http://{args.host}:{args.port}; events and deletions in {args.db}; admin endpoints {admin}",
+          flush=True)  # fmt: skip
+    if engine.current.error:
+        print(f"warning: model not loaded, answering from the fallback: {engine.current.error}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
 def _add_reader_flags(p: argparse.ArgumentParser) -> None:
     from intentrec.data import FORMATS
 
@@ -297,6 +336,12 @@ def _add_reader_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--genre-top-n", type=int, default=30)
     p.add_argument("--new-days", type=int, default=7)
     p.add_argument("--recent-days", type=int, default=30)
+    p.add_argument(
+        "--deletions",
+        action="append",
+        metavar="DB",
+        help="leave out users deleted through the service (its --db file; also $INTENTREC_DELETIONS)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,6 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recent", type=int, default=10, help="recent events to test by occlusion")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_explain)
+
+    p = commands.add_parser("serve", help="the HTTP recommendation service for a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--db", default="intentrec.db", help="SQLite event store and deletion ledger (WAL mode)")
+    p.add_argument("--exploration", type=float, default=0.05, help="share of home-page slots explored")
+    p.add_argument("--diversity", type=float, default=0.0, help="genre MMR weight on the home page (0 off)")
+    p.add_argument("--timeout-ms", type=float, default=150.0, help="model time budget before the fallback answers")
+    p.add_argument("--max-inflight", type=int, default=64, help="concurrent requests before 503 + Retry-After")
+    p.add_argument("--keep-seen", action="store_true", help="let discovery rows show items the user has seen")
+    p.add_argument("--seed", type=int, help="exploration random seed")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("quickstart", help="the main job on the built-in synthetic data")
     p.add_argument("--out", default="runs/quickstart")

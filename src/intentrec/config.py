@@ -70,6 +70,7 @@ class DataConfig:
     separator: str | None = None  # csv: field separator
     timestamp_format: str | None = None  # csv: strftime format of date-time timestamps
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    deletions: tuple[str, ...] = ()  # service databases whose deleted users are left out (${VAR} expanded)
 
     def reader_options(self) -> dict[str, Any]:
         """Options for `intentrec.data.read_dataset`, with paths expanded."""

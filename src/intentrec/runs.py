@@ -17,6 +17,7 @@ A run is self-contained: loading it needs neither the configuration file nor the
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from intentrec.config import ConfigError, ModelConfig, RunConfig, expand_path, load_config, to_dict, write_config
 from intentrec.data.batching import SequenceStore
 from intentrec.data.prepare import load_prepared, write_prepared
-from intentrec.data.sequences import Prepared, build_sequences
+from intentrec.data.sequences import Prepared, SequenceConfig, build_sequences
 from intentrec.eval.evaluate import evaluate
 from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel
 from intentrec.models.bert4rec import BERT4Rec, BERT4RecConfig
@@ -39,11 +40,12 @@ from intentrec.models.popularity import Popularity
 from intentrec.models.sasrec import sasrec
 from intentrec.train.loop import BEST, load_checkpoint, train
 
-__all__ = ["Run", "UnknownUserError", "build_model", "load_run", "prepare_data", "train_run"]
+__all__ = ["Run", "UnknownUserError", "build_model", "load_run", "prepare_data", "train_run", "with_deletions"]
 
 CONFIG = "config.toml"
 DATA = "data"
 SUMMARY = "summary.json"
+DELETIONS_VARIABLE = "INTENTREC_DELETIONS"
 
 
 class UnknownUserError(LookupError):
@@ -112,9 +114,22 @@ def prepare_data(config: RunConfig, run_dir: Path) -> Prepared:
         if not path.exists():
             raise ConfigError(f"data.path: {path} does not exist")
     dataset = read_dataset(path, format, on_bad_rows=data.on_bad_rows, options=data.reader_options())
-    prepared = build_sequences(dataset, data.sequence)
+    prepared = build_sequences(dataset, with_deletions(data.sequence, [expand_path(p) for p in data.deletions]))
     write_prepared(prepared, dataset, run_dir / DATA, source_format=format)
     return prepared
+
+
+def with_deletions(sequence: SequenceConfig, ledgers: list[Path]) -> SequenceConfig:
+    """``sequence`` with every user deleted through the service (in any of ``ledgers``, and in the
+    ledgers named by the environment variable ``INTENTREC_DELETIONS``, separated by ``os.pathsep``)
+    added to ``exclude_users``."""
+    from intentrec.serve.events import read_deletions
+
+    ledgers = [*ledgers, *(Path(p) for p in os.environ.get(DELETIONS_VARIABLE, "").split(os.pathsep) if p)]
+    deleted = [user for ledger in ledgers for user in read_deletions(ledger)]
+    if not deleted:
+        return sequence
+    return replace(sequence, exclude_users=tuple(sorted({*sequence.exclude_users, *deleted})))
 
 
 def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:

@@ -1,0 +1,554 @@
+"""The recommendation engine behind the service: one model, every surface, and a fallback.
+
+`ModelVersion` is one loaded run: its model (or the reason it could not be loaded), catalogue,
+training popularity and live-feature builder. `Engine` holds the current version and the one before
+it (for rollback), the event store, and the micro-batcher that runs the model for all concurrent
+requests in one forward pass. From one model output per user it builds:
+
+* the home page: rows explained by design ("Continue watching", "Because you watched X", "Top picks
+  for you", one row per top predicted genre, "New releases for you"), no item twice, an optional
+  diversity re-rank (maximal marginal relevance over genres) and an exploration share of slots, each
+  slot carrying the probability with which the policy put that item there;
+* "up next", and the predicted intents with their head weights.
+
+When the model is missing, fails, exceeds its time budget or the user has no history at all, every
+surface answers from popularity (global and per genre) and says ``source: fallback`` and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from intentrec.data.batching import SequenceStore
+from intentrec.data.intents import DAY
+from intentrec.data.prepare import load_prepared
+from intentrec.eval.metrics import genre_entropy
+from intentrec.runs import DATA, Run, load_run
+from intentrec.serve.events import EventStore
+from intentrec.serve.live import Catalogue, History, LiveFeatures, batch_of_histories
+from intentrec.train.loop import BEST
+
+__all__ = ["Engine", "FallbackReason", "Inference", "ModelVersion", "ServeSettings"]
+
+log = logging.getLogger(__name__)
+
+FallbackReason = str  # cold_start | model_unavailable | model_error | model_timeout
+NEIGHBOURS = 200  # candidates of a "Because you watched" row: nearest items by embedding cosine
+GENRE_ROWS = 3  # at most this many "<genre> for you" rows
+NOT_A_GENRE = ("other", "unknown")  # buckets that make no row: "other" is ours, "unknown" is MovieLens's
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    exploration: float = 0.05  # share of home-page slots filled by the exploration policy
+    diversity: float = 0.0  # maximal-marginal-relevance weight on genre overlap (0 = off, 1 = only diversity)
+    model_timeout_ms: float = 150.0  # time budget of one inference; past it the request gets the fallback
+    max_batch: int = 64  # requests per forward pass
+    exclude_seen: bool = True  # discovery rows and up next leave out items the user has interacted with
+    intent_threshold: float = 0.25  # probability that opens an intent-driven row that is not the top intent
+    seed: int | None = None  # exploration random seed (None: fresh entropy)
+
+
+@dataclass
+class Inference:
+    scores: np.ndarray  # (I + 1,) model scores, index 0 = -inf
+    intents: dict[str, dict[str, float]]  # head -> class -> probability, most likely first
+    weights: dict[str, float]  # head -> intent weight
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelVersion:
+    """One run loaded for serving. The catalogue and popularity come from its prepared data, so the
+    fallback works even when the model itself cannot be loaded."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.loaded_at = time.time()
+        self.run: Run | None = None
+        self.error: str | None = None
+        try:
+            self.run = load_run(self.run_dir)
+            prepared, store = self.run.prepared, self.run.store
+        except Exception as exc:  # a missing or broken model leaves the fallback serving
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("model of %s not loaded: %s", self.run_dir, self.error)
+            prepared = load_prepared(self.run_dir / DATA)
+            store = SequenceStore(prepared)
+        self.prepared, self.store = prepared, store
+        digest = _file_digest(self.run_dir / BEST)[:12] if (self.run_dir / BEST).exists() else "no-model"
+        self.id = f"{self.run_dir.name}@{digest}"
+        self.kind = "none" if self.run is None else self.run.config.model.kind
+        self.catalogue = Catalogue(prepared, store.item_popularity, store.item_genres)
+        self.live = LiveFeatures(prepared, store, self.catalogue)
+        self.user_rows = {u: i for i, u in enumerate(prepared.users["user"].to_list())}
+        self.genre_classes = store.genre_classes
+        self.item_genres = torch.from_numpy(store.item_genres) if store.item_genres is not None else None
+        self.clock = int(prepared.interactions["timestamp"].max()) if prepared.has_timestamps else None  # type: ignore[arg-type]
+        popularity = self.catalogue.popularity.copy()
+        popularity[0] = -1
+        self.by_popularity = np.argsort(-popularity, kind="stable")[: self.catalogue.n_items]
+        self.neighbours: torch.Tensor | None = None
+        table = getattr(self.run.model, "item_embeddings", None) if self.run is not None else None
+        if isinstance(table, torch.Tensor):
+            unit = torch.nn.functional.normalize(table.detach()[: self.catalogue.n_items + 1].float().cpu(), dim=-1)
+            self.neighbours = unit
+
+    @property
+    def model_loaded(self) -> bool:
+        return self.run is not None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.id,
+            "run_dir": str(self.run_dir),
+            "model": self.kind,
+            "loaded_at": self.loaded_at,
+            "model_loaded": self.model_loaded,
+            "error": self.error,
+            "items": self.catalogue.n_items,
+            "users": len(self.user_rows),
+        }
+
+    @torch.no_grad()
+    def infer(self, histories: Sequence[History]) -> list[Inference]:
+        """One forward pass for every history (each with at least one interaction)."""
+        if self.run is None:
+            raise RuntimeError(f"no model loaded: {self.error}")
+        run, model = self.run, self.run.model
+        batch = batch_of_histories(histories, model.max_len).to(model.device)
+        output = model(batch)
+        scores = model.item_logits(output.hidden[:, -1]).float().cpu().numpy()
+        out = []
+        for row in range(len(histories)):
+            intents, weights = run.intent_summary(output, row=row)
+            out.append(Inference(scores[row], intents, weights))
+        return out
+
+
+class Batcher:
+    """Runs the model once for every request waiting when the previous forward pass ends (no added
+    wait when idle; larger batches under load), on one worker thread so the event loop stays free."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self.pending: list[tuple[ModelVersion, History, asyncio.Future[Inference]]] = []
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intentrec-model")
+        self.wakeup: asyncio.Event | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.batch_sizes: list[int] = []  # recent batch sizes, for /metrics
+        self.on_batch: Callable[[int, float], None] | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.wakeup = asyncio.Event()
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, version: ModelVersion, history: History) -> asyncio.Future[Inference]:
+        self.start()
+        assert self.wakeup is not None
+        future: asyncio.Future[Inference] = asyncio.get_running_loop().create_future()
+        self.pending.append((version, history, future))
+        self.wakeup.set()
+        return future
+
+    async def _loop(self) -> None:
+        assert self.wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending:
+                live = [p for p in self.pending if not p[2].done()]  # drop requests that timed out
+                chunk, self.pending = live[: self.max_batch], live[self.max_batch :]
+                if not chunk:
+                    continue
+                version = chunk[0][0]
+                same = [p for p in chunk if p[0] is version]  # a reload mid-flight: one version per pass
+                self.pending = [p for p in chunk if p[0] is not version] + self.pending
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(self.executor, version.infer, [p[1] for p in same])
+                except Exception as exc:
+                    for _, _, future in same:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(len(same), time.perf_counter() - started)
+                for (_, _, future), result in zip(same, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+
+
+@dataclass
+class Answer:
+    """What a surface needs from the model for one user, or why it falls back."""
+
+    version: ModelVersion
+    history: History
+    inference: Inference | None
+    fallback: FallbackReason | None = None
+    detail: str | None = None
+    known_user: bool = False
+    seen: set[int] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(self, run_dir: Path | str, events: EventStore, settings: ServeSettings | None = None) -> None:
+        self.settings = settings or ServeSettings()
+        self.events = events
+        self.current = ModelVersion(run_dir)
+        self.previous: ModelVersion | None = None
+        self.deleted = {d.user for d in events.deletions()}
+        self.batcher = Batcher(self.settings.max_batch)
+        self.rng = np.random.default_rng(self.settings.seed)
+
+    # -- versions ----------------------------------------------------------------------------------
+    def reload(self, run_dir: Path | str | None = None) -> ModelVersion:
+        """Load a run (the current one again by default) and make it current; the old one is kept for
+        rollback. A run whose model does not load is refused and the current one keeps serving."""
+        candidate = ModelVersion(run_dir or self.current.run_dir)
+        if not candidate.model_loaded:
+            raise ValueError(
+                f"{candidate.run_dir}: model not loaded ({candidate.error}); still serving {self.current.id}"
+            )
+        self.previous, self.current = self.current, candidate
+        return candidate
+
+    def rollback(self) -> ModelVersion:
+        if self.previous is None:
+            raise ValueError("no previous model version to roll back to")
+        self.previous, self.current = self.current, self.previous
+        return self.current
+
+    # -- history and inference ---------------------------------------------------------------------
+    def history(self, user: str, version: ModelVersion) -> tuple[History, bool]:
+        """The user's live history under ``version``, and whether the run's data knows the user."""
+        row = self.user_rows_get(version, user)
+        base = version.live.base(row) if row is not None else version.live.empty()
+        fresh = self.events.events(user)
+        return (version.live.extend(base, fresh) if fresh else base), row is not None
+
+    def user_rows_get(self, version: ModelVersion, user: str) -> int | None:
+        if user in self.deleted:
+            return None
+        return version.user_rows.get(user)
+
+    async def answer(self, user: str) -> Answer:
+        version = self.current
+        history, known = self.history(user, version)
+        seen = set(history.items.tolist())
+        answer = Answer(version, history, None, known_user=known, seen=seen)
+        if len(history) == 0:
+            answer.fallback, answer.detail = "cold_start", "no history for this user yet"
+        elif not version.model_loaded:
+            answer.fallback, answer.detail = "model_unavailable", version.error
+        else:
+            future = self.batcher.submit(version, history)
+            try:
+                answer.inference = await asyncio.wait_for(
+                    asyncio.shield(future), timeout=self.settings.model_timeout_ms / 1000
+                )
+            except asyncio.TimeoutError:
+                future.cancel()
+                answer.fallback = "model_timeout"
+                answer.detail = f"the model took longer than {self.settings.model_timeout_ms:g} ms"
+            except Exception as exc:  # any model fault becomes a fallback answer, never a 500
+                log.exception("model failed for user %r", user)
+                answer.fallback, answer.detail = "model_error", f"{type(exc).__name__}: {exc}"
+        return answer
+
+    # -- surfaces ----------------------------------------------------------------------------------
+    def intent(self, user: str, answer: Answer) -> dict[str, Any]:
+        out = self._envelope(user, answer)
+        out["intents"] = answer.inference.intents if answer.inference else {}
+        out["intent_weights"] = answer.inference.weights if answer.inference else {}
+        return out
+
+    def up_next(self, user: str, answer: Answer, k: int) -> dict[str, Any]:
+        out = self._envelope(user, answer)
+        version = answer.version
+        last = int(answer.history.items[-1]) if len(answer.history) else 0
+        exclude = answer.seen if self.settings.exclude_seen else {last}
+        if answer.inference is None:
+            order, scores = self._popular(version, exclude)
+            reason = "popular now"
+        else:
+            order, scores = self._ranked(answer.inference.scores, exclude)
+            reason = self._intent_reason(answer.inference)
+        out["items"] = [self._item(version, i, scores[i]) for i in order[:k]]
+        out["reason"] = reason
+        if answer.inference:
+            out["intents"] = {h: dict(list(p.items())[:3]) for h, p in answer.inference.intents.items()}
+        return out
+
+    def home(
+        self, user: str, answer: Answer, rows: int, k: int, *, diversity: float | None, exploration: float | None
+    ) -> dict[str, Any]:
+        out = self._envelope(user, answer)
+        version = answer.version
+        diversity = self.settings.diversity if diversity is None else diversity
+        exploration = self.settings.exploration if exploration is None else exploration
+        candidates = self._model_rows(answer) if answer.inference is not None else self._fallback_rows(answer)
+        scores = answer.inference.scores if answer.inference is not None else version.catalogue.popularity
+        used: set[int] = set()
+        page: list[dict[str, Any]] = []
+        for row_id, title, reason, order in candidates:
+            if len(page) == rows:
+                break
+            fresh = [i for i in order if i not in used]
+            picked = self._mmr(version, fresh, scores, k, diversity) if diversity > 0 else fresh[:k]
+            if not picked:
+                continue
+            used.update(picked)
+            page.append({"id": row_id, "title": title, "reason": reason, "items": picked})
+        self._explore(version, page, answer.seen | used, exploration)
+        items_on_page = [i for row in page for i in row["items"]]
+        for row in page:
+            row["items"] = [
+                self._item(version, i, scores[i], explore=explore, propensity=p)
+                for i, explore, p in zip(row["items"], row.pop("explore"), row.pop("propensity"), strict=True)
+            ]
+        out["rows"] = page
+        out["genre_entropy"] = self._entropy(version, items_on_page)
+        out["exploration"] = exploration
+        out["diversity"] = diversity
+        if answer.inference is not None:
+            out["intents"] = answer.inference.intents
+            out["intent_weights"] = answer.inference.weights
+        else:
+            out["intents"], out["intent_weights"] = {}, {}
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _envelope(self, user: str, answer: Answer) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "user": user,
+            "model_version": answer.version.id,
+            "source": "fallback" if answer.fallback else "model",
+            "history_length": len(answer.history),
+        }
+        if answer.fallback:
+            out["fallback_reason"] = answer.fallback
+            out["fallback_detail"] = answer.detail
+        return out
+
+    @staticmethod
+    def _item(
+        version: ModelVersion, idx: int, score: float, *, explore: bool = False, propensity: float | None = None
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {"item": version.catalogue.ids[idx], "score": round(float(score), 4)}
+        title = version.catalogue.title(idx)
+        if title is not None:
+            item["title"] = title
+        if propensity is not None:
+            item["explore"] = explore
+            item["propensity"] = round(propensity, 6)
+        return item
+
+    @staticmethod
+    def _ranked(scores: np.ndarray, exclude: set[int], among: np.ndarray | None = None) -> tuple[list[int], np.ndarray]:
+        """Items by descending score (all, or ``among``), without ``exclude`` and padding."""
+        pool = np.arange(1, len(scores)) if among is None else among
+        if exclude:
+            pool = pool[~np.isin(pool, np.fromiter(exclude, dtype=np.int64))]
+        order = pool[np.argsort(-scores[pool], kind="stable")]
+        return order.tolist(), scores
+
+    def _popular(
+        self, version: ModelVersion, exclude: set[int], genre: int | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        order = version.by_popularity
+        if genre is not None and version.item_genres is not None:
+            order = order[version.item_genres[order, genre].numpy() > 0]
+        if exclude:
+            order = order[~np.isin(order, np.fromiter(exclude, dtype=np.int64))]
+        return order.tolist(), version.catalogue.popularity
+
+    @staticmethod
+    def _intent_reason(inference: Inference) -> str:
+        parts = []
+        for head, probs in inference.intents.items():
+            if probs:
+                name, p = next(iter(probs.items()))
+                parts.append(f"{head} {name} {p:.2f}")
+        return "predicted intent: " + ", ".join(parts) if parts else "top picks for you"
+
+    def _model_rows(self, answer: Answer) -> list[tuple[str, str, str, list[int]]]:
+        """Candidate rows in page order, each (id, title, reason, items by model score)."""
+        assert answer.inference is not None
+        version, inference, history = answer.version, answer.inference, answer.history
+        cat, scores = version.catalogue, inference.scores
+        exclude = answer.seen if self.settings.exclude_seen else set()
+        intents = inference.intents
+        action = intents.get("action", {})
+        top_action = next(iter(action), None)
+        threshold = self.settings.intent_threshold
+        rows: dict[str, tuple[str, str, str, list[int]]] = {}
+        last = int(history.items[-1])
+
+        if "continue" in action:
+            p = action["continue"]
+            if cat.series is not None:
+                started = {int(s) for s in cat.series[history.items] if s >= 0}
+                among = np.flatnonzero(np.isin(cat.series, list(started))) if started else np.zeros(0, dtype=np.int64)
+                title = "Continue watching"
+            else:
+                shared = cat.raw_genres[last]
+                among = np.array([i for i in range(1, cat.n_items + 1) if cat.raw_genres[i] & shared], dtype=np.int64)
+                title = f"Continue with {', '.join(sorted(shared))}" if shared else "Continue watching"
+            if len(among):
+                rows["continue"] = ("continue", title, f"predicted action: continue {p:.2f}",
+                                    self._ranked(scores, exclude, among)[0])  # fmt: skip
+        if "rewatch" in action and len(answer.seen):
+            seen = np.array(sorted(answer.seen), dtype=np.int64)
+            rows["rewatch"] = ("rewatch", "Watch it again", f"predicted action: rewatch {action['rewatch']:.2f}",
+                               self._ranked(scores, set(), seen)[0])  # fmt: skip
+        top_reason = self._intent_reason(inference)
+        rows["top_picks"] = ("top_picks", "Top picks for you", top_reason, self._ranked(scores, exclude)[0])
+        anchor_title = cat.title(last) or cat.ids[last]
+        if version.neighbours is not None:
+            similarity = version.neighbours @ version.neighbours[last]
+            similarity[0] = -2
+            similarity[last] = -2
+            near = similarity.topk(min(NEIGHBOURS, cat.n_items - 1)).indices.numpy()
+        else:
+            near = np.array(
+                [i for i in range(1, cat.n_items + 1) if i != last and cat.genre_sets[i] & cat.genre_sets[last]]
+            )
+        if len(near):
+            reason = f"similar to {anchor_title}, your most recent"
+            rows["because"] = (f"because:{cat.ids[last]}", f"Because you watched {anchor_title}", reason,
+                               self._ranked(scores, exclude, near)[0])  # fmt: skip
+        genre_rows: list[tuple[str, str, str, list[int]]] = []
+        for name, p in list(intents.get("genre", {}).items()):
+            if name in NOT_A_GENRE or version.item_genres is None or len(genre_rows) == GENRE_ROWS:
+                continue
+            g = version.genre_classes.index(name)
+            among = np.flatnonzero(version.item_genres[:, g].numpy() > 0)
+            genre_rows.append((f"genre:{name}", f"{name} for you", f"predicted genre intent: {name} {p:.2f}",
+                               self._ranked(scores, exclude, among)[0]))  # fmt: skip
+        recency = intents.get("recency", {})
+        fresh_p = recency.get("new", 0.0) + recency.get("recent", 0.0)
+        if recency and cat.release is not None and version.clock is not None:
+            recent_days = version.prepared.config.intents.recent_days
+            among = np.flatnonzero((cat.release >= version.clock - recent_days * DAY) & (cat.release >= 0))
+            if len(among) and (fresh_p >= threshold or next(iter(recency)) in ("new", "recent")):
+                reason = f"predicted recency intent: new or recent {fresh_p:.2f}"
+                rows["new"] = ("new_releases", "New releases for you", reason, self._ranked(scores, exclude, among)[0])
+        order: list[tuple[str, str, str, list[int]]] = []
+        if top_action == "continue" and "continue" in rows:
+            order.append(rows.pop("continue"))
+        if top_action == "rewatch" and "rewatch" in rows:
+            order.append(rows.pop("rewatch"))
+        order.append(rows.pop("top_picks"))
+        if "new" in rows:
+            order.append(rows.pop("new"))
+        if "because" in rows:
+            order.append(rows.pop("because"))
+        order += genre_rows
+        for key in ("continue", "rewatch"):
+            if key in rows and action.get(key, 0.0) >= threshold:
+                order.append(rows.pop(key))
+        order.append(
+            ("popular", "Popular now", "most watched in the training data", self._popular(version, exclude)[0])
+        )
+        return order
+
+    def _fallback_rows(self, answer: Answer) -> list[tuple[str, str, str, list[int]]]:
+        version = answer.version
+        exclude = answer.seen if self.settings.exclude_seen else set()
+        rows = [("popular", "Popular now", "most watched in the training data", self._popular(version, exclude)[0])]
+        if version.item_genres is not None:
+            hot = version.item_genres
+            if len(answer.history):  # the user's own genre mix first, then the catalogue's
+                mass = hot[torch.from_numpy(answer.history.items)].sum(0)
+            else:
+                mass = (hot * torch.from_numpy(version.catalogue.popularity).float()[:, None]).sum(0)
+            for g in mass.argsort(descending=True).tolist():
+                name = version.genre_classes[g]
+                if name in NOT_A_GENRE or mass[g] <= 0:
+                    continue
+                rows.append((f"genre:{name}", f"Popular in {name}", f"most watched {name} titles",
+                             self._popular(version, exclude, genre=g)[0]))  # fmt: skip
+        return rows
+
+    @staticmethod
+    def _mmr(version: ModelVersion, ordered: list[int], scores: np.ndarray, k: int, weight: float) -> list[int]:
+        """Maximal marginal relevance: greedily the item with the best (1 - w) relevance - w max genre
+        Jaccard similarity to the items already picked; relevance is the min-max scaled score."""
+        pool = ordered[: max(5 * k, k)]
+        if not pool:
+            return []
+        values = scores[pool].astype(np.float64)
+        span = values.max() - values.min()
+        relevance = (values - values.min()) / span if span > 0 else np.ones_like(values)
+        genres = [version.catalogue.genre_sets[i] for i in pool]
+        picked: list[int] = []
+        similarity = np.zeros(len(pool))
+        available = np.ones(len(pool), dtype=bool)
+        while len(picked) < min(k, len(pool)):
+            value = np.where(available, (1 - weight) * relevance - weight * similarity, -np.inf)
+            best = int(value.argmax())
+            picked.append(best)
+            available[best] = False
+            for j in np.flatnonzero(available):
+                union = len(genres[j] | genres[best])
+                if union:
+                    similarity[j] = max(similarity[j], len(genres[j] & genres[best]) / union)
+        return [pool[j] for j in picked]
+
+    def _explore(self, version: ModelVersion, page: list[dict[str, Any]], exclude: set[int], share: float) -> None:
+        """Replace each slot, with probability ``share``, by an item drawn uniformly from the catalogue
+        items with training interactions that are neither on the page nor seen (drawn without replacement).
+        Every slot records its propensity, the probability that the policy put that item in that slot:
+        share / |pool| for an exploration draw, 1 - share for the model's own choice."""
+        popular = version.by_popularity[version.catalogue.popularity[version.by_popularity] > 0]
+        pool = popular[~np.isin(popular, np.fromiter(exclude, dtype=np.int64))] if exclude else popular
+        available = list(pool.tolist())
+        for row in page:
+            row["explore"], row["propensity"] = [], []
+            for slot in range(len(row["items"])):
+                size = len(available)
+                if share > 0 and size and self.rng.random() < share:
+                    choice = available.pop(int(self.rng.integers(size)))
+                    row["items"][slot] = choice
+                    row["explore"].append(True)
+                    row["propensity"].append(share / size)
+                else:
+                    row["explore"].append(False)
+                    row["propensity"].append(1 - share)  # the pool never holds an item already on the page
+
+    @staticmethod
+    def _entropy(version: ModelVersion, items: list[int]) -> float | None:
+        if version.item_genres is None or not items:
+            return None
+        value = genre_entropy(torch.tensor([items]), version.item_genres)
+        return None if np.isnan(value) else round(value, 4)

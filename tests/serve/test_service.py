@@ -1,0 +1,549 @@
+"""The HTTP service, in process: every endpoint, fallback, deletion, validation, concurrency, overload."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from intentrec.cli import main
+from intentrec.config import load_config
+from intentrec.runs import prepare_data
+from intentrec.serve.app import create_app
+from intentrec.serve.engine import Answer, Engine, Inference, ServeSettings
+from intentrec.serve.events import Event, SQLiteEventStore, read_deletions
+from tests.conftest import write
+
+SMALL = """
+[data.synthetic]
+users = 200
+seed = 3
+titles = 120
+
+[model]
+d = 32
+max_len = 30
+
+[train]
+epochs = 4
+batch_size = 32
+lr = 0.005
+"""
+TOKEN = "s3cret-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("serve")
+    assert main(["train", "--config", str(write(folder / "small.toml", SMALL)), "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def client(run_dir: Path, db: Path, **kwargs: Any) -> TestClient:
+    kwargs.setdefault("admin_token", TOKEN)
+    return TestClient(create_app(run_dir, db=db, **kwargs))
+
+
+def users_of(run_dir: Path) -> list[str]:
+    return pl.read_parquet(run_dir / "data" / "users.parquet")["user"].to_list()
+
+
+# -- live features --------------------------------------------------------------------------------
+
+
+def test_posted_events_get_exactly_the_prepared_features(run_dir: Path, tmp_path: Path) -> None:
+    """Re-posting a user's logged events (after the first few) reproduces the features that
+    preparation computed for them: labels as features, event codes, hour, gaps and windows."""
+    engine = Engine(run_dir, SQLiteEventStore(tmp_path / "e.db"))
+    version = engine.current
+    prepared, live = version.prepared, version.live
+    frame = prepared.interactions
+    vocab = prepared.vocabularies
+    assert {"device"} <= set(vocab) and {"action", "format", "recency"} <= set(live.fields)
+    assert live.action_rule == "series"
+    checked = 0
+    for row in range(0, prepared.n_users, 9):
+        full = live.base(row)
+        start = int(version.store.offsets[row])
+        rows = frame.slice(start, len(full))
+        for cut in (0, 1, len(full) // 2):
+            base = live.base(row)
+            base = type(base)(base.items[:cut], base.categorical[:cut], base.gaps[:cut], base.window[:cut],
+                              None if base.timestamps is None else base.timestamps[:cut])  # fmt: skip
+            events = [
+                Event(
+                    user="u",
+                    item=version.catalogue.ids[int(r["item_idx"])],
+                    timestamp=int(r["timestamp"]),
+                    device=vocab["device"][r["feat_device"] - 1] if r["feat_device"] else None,
+                )
+                for r in rows.slice(cut).iter_rows(named=True)
+            ]
+            rebuilt = live.extend(base, events)
+            np.testing.assert_array_equal(rebuilt.items, full.items)
+            np.testing.assert_array_equal(rebuilt.categorical, full.categorical)
+            np.testing.assert_array_equal(rebuilt.gaps, full.gaps)
+            np.testing.assert_array_equal(rebuilt.window, full.window)
+            checked += 1
+    assert checked >= 60
+
+
+def test_unknown_items_are_kept_in_the_store_but_not_fed_to_the_model(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        item = pl.read_parquet(run_dir / "data" / "items.parquet")["item"][0]
+        r = c.post("/v1/events", json={"events": [{"user": "new", "item": item}, {"user": "new", "item": "nope"}]})
+        assert r.status_code == 200
+        assert r.json() | {"model_version": ""} == {
+            "stored": 2, "users": 1, "unknown_items": ["nope"], "unknown_item_count": 1, "model_version": ""
+        }  # fmt: skip
+        assert c.get("/v1/users/new/intent").json()["history_length"] == 1
+    assert len(SQLiteEventStore(tmp_path / "e.db").events("new")) == 2
+
+
+# -- surfaces -------------------------------------------------------------------------------------
+
+
+def test_home_page_rows_are_explained_unique_and_carry_intents(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db", settings=ServeSettings(seed=0)) as c:
+        user = users_of(run_dir)[5]
+        body = c.get(f"/v1/users/{user}/home", params={"rows": 6, "k": 10}).json()
+        version = c.app.state.engine.current  # type: ignore[attr-defined]
+    assert body["source"] == "model" and body["model_version"] == version.id
+    rows = body["rows"]
+    assert len(rows) == 6 and all(len(r["items"]) == 10 for r in rows)
+    items = [i["item"] for r in rows for i in r["items"]]
+    assert len(items) == len(set(items)) == 60, "no item twice on a page"
+    ids = [r["id"] for r in rows]
+    assert "top_picks" in ids and any(i.startswith("because:") for i in ids)
+    last = version.catalogue.ids[int(version.live.base(version.user_rows[user]).items[-1])]
+    because = next(r for r in rows if r["id"].startswith("because:"))
+    assert because["id"] == f"because:{last}" and because["title"].startswith("Because you watched ")
+    assert all(r["title"] and r["reason"] for r in rows)
+    assert set(body["intents"]) == {"action", "genre", "format", "recency"}
+    assert math.isclose(sum(body["intent_weights"].values()), 1.0, abs_tol=1e-3)
+    for probs in body["intents"].values():
+        values = list(probs.values())
+        assert values == sorted(values, reverse=True) and math.isclose(sum(values), 1.0, abs_tol=1e-3)
+    # the page's genre entropy by hand: each item spreads one unit over its genres
+    catalogue = version.catalogue
+    mass: Counter[int] = Counter()
+    for item in items:
+        genres = catalogue.genre_sets[catalogue.index[item]]
+        for g in genres:
+            mass[g] += 1 / len(genres)
+    total = sum(mass.values())
+    expected = -sum(m / total * math.log2(m / total) for m in mass.values())
+    assert body["genre_entropy"] == pytest.approx(expected, abs=1e-3)
+    # discovery rows leave out what the user has seen (default), "Watch it again" excepted
+    seen = {catalogue.ids[i] for i in version.live.base(version.user_rows[user]).items}
+    assert not seen & {i["item"] for r in rows if r["id"] != "rewatch" for i in r["items"]}
+
+
+def test_rows_follow_the_predicted_intents(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        for user in users_of(run_dir)[:30]:
+            body = c.get(f"/v1/users/{user}/home", params={"explore": 0}).json()
+            genre_rows = [r["id"][6:] for r in body["rows"] if r["id"].startswith("genre:")]
+            predicted = [g for g in body["intents"]["genre"] if g != "other"]
+            assert genre_rows == predicted[: len(genre_rows)], "genre rows are the top predicted genres, in order"
+            if next(iter(body["intents"]["action"])) == "discover":
+                assert body["rows"][0]["id"] == "top_picks"
+    # the same model output with each action on top: the matching row leads the page
+    engine = Engine(run_dir, SQLiteEventStore(tmp_path / "x.db"), ServeSettings(exploration=0))
+    version = engine.current
+    user = users_of(run_dir)[1]
+    history = version.live.base(version.user_rows[user])
+    scores = np.random.default_rng(0).normal(size=version.catalogue.n_items + 1)
+    scores[0] = -np.inf
+    genre = {"Drama": 0.5, "Comedy": 0.3, "Anime": 0.2}
+    for action, first, title in [("continue", "continue", "Continue watching"), ("rewatch", "rewatch", "Watch it again"),
+                                 ("discover", "top_picks", "Top picks for you")]:  # fmt: skip
+        probs = {action: 0.7, **{a: 0.15 for a in ("continue", "discover", "rewatch") if a != action}}
+        inference = Inference(scores, {"action": probs, "genre": genre}, {"action": 0.6, "genre": 0.4})
+        answer = Answer(version, history, inference, seen=set(history.items.tolist()))
+        rows = engine.home(user, answer, 6, 10, diversity=None, exploration=None)["rows"]
+        assert (rows[0]["id"], rows[0]["title"]) == (first, title)
+        assert rows[0]["reason"].startswith(f"predicted action: {action} 0.70") or action == "discover"
+        if action == "rewatch":
+            assert {version.catalogue.index[i["item"]] for i in rows[0]["items"]} <= answer.seen
+        ranked = [i["score"] for i in rows[0]["items"]]
+        assert ranked == sorted(ranked, reverse=True)
+        assert [r["id"] for r in rows if r["id"].startswith("genre:")] == ["genre:Drama", "genre:Comedy", "genre:Anime"]
+
+
+def test_continue_watching_holds_unseen_episodes_of_started_series(run_dir: Path, tmp_path: Path) -> None:
+    engine = Engine(run_dir, SQLiteEventStore(tmp_path / "e.db"))
+    version = engine.current
+    catalogue = version.catalogue
+    assert catalogue.series is not None
+    with client(run_dir, tmp_path / "e.db") as c:
+        for user in users_of(run_dir)[:40]:
+            rows = c.get(f"/v1/users/{user}/home", params={"explore": 0, "rows": 20}).json()["rows"]
+            history = version.live.base(version.user_rows[user]).items
+            started = {int(s) for s in catalogue.series[history] if s >= 0}
+            for row in rows:
+                if row["id"] == "continue":
+                    for item in row["items"]:
+                        idx = catalogue.index[item["item"]]
+                        assert catalogue.series[idx] in started and idx not in set(history.tolist())
+
+
+def test_up_next_and_intent(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        user = users_of(run_dir)[7]
+        nxt = c.get(f"/v1/users/{user}/next", params={"k": 5}).json()
+        intent = c.get(f"/v1/users/{user}/intent").json()
+        home = c.get(f"/v1/users/{user}/home", params={"explore": 0}).json()
+    assert nxt["source"] == "model" and len(nxt["items"]) == 5
+    scores = [i["score"] for i in nxt["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert nxt["reason"].startswith("predicted intent: action ")
+    assert intent["intents"] == home["intents"] and intent["intent_weights"] == home["intent_weights"]
+    top = next(r for r in home["rows"] if r["id"] == "top_picks")
+    assert [i["item"] for i in nxt["items"]] == [i["item"] for i in top["items"][:5]] or home["rows"][0][
+        "id"
+    ] != "top_picks"
+
+
+def test_exploration_share_and_propensities(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db", settings=ServeSettings(seed=1)) as c:
+        users = users_of(run_dir)[:40]
+        none = [c.get(f"/v1/users/{u}/home", params={"explore": 0}).json() for u in users[:5]]
+        for body in none:
+            assert all(not i["explore"] and i["propensity"] == 1.0 for r in body["rows"] for i in r["items"])
+        slots = [i for u in users for r in c.get(f"/v1/users/{u}/home").json()["rows"] for i in r["items"]]
+        half = c.get(f"/v1/users/{users[0]}/home", params={"explore": 0.5}).json()
+    share = sum(i["explore"] for i in slots) / len(slots)
+    assert len(slots) > 40 * 55  # a row can be shorter than k when few items fit it (e.g. unseen episodes)
+    assert abs(share - 0.05) < 3 * math.sqrt(0.05 * 0.95 / len(slots)), f"exploration share {share:.3f}"
+    for item in slots:
+        if item["explore"]:
+            assert 0 < item["propensity"] < 0.05 / 10
+        else:
+            assert item["propensity"] == pytest.approx(0.95)
+    explored = [i for r in half["rows"] for i in r["items"] if i["explore"]]
+    assert 15 <= len(explored) <= 45
+    items = [i["item"] for r in half["rows"] for i in r["items"]]
+    assert len(items) == len(set(items)), "exploration never repeats an item on the page"
+
+
+def test_diversity_rerank_raises_genre_entropy(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        users = users_of(run_dir)[:30]
+        plain = [c.get(f"/v1/users/{u}/home", params={"explore": 0}).json()["genre_entropy"] for u in users]
+        diverse = [
+            c.get(f"/v1/users/{u}/home", params={"explore": 0, "diversity": 0.7}).json()["genre_entropy"] for u in users
+        ]
+    assert np.mean(diverse) > np.mean(plain) + 0.05
+
+
+# -- fresh events ---------------------------------------------------------------------------------
+
+
+def test_posted_events_change_intents_and_recommendations_without_retraining(run_dir: Path, tmp_path: Path) -> None:
+    engine = Engine(run_dir, SQLiteEventStore(tmp_path / "x.db"))
+    catalogue = engine.current.catalogue
+    series_items = [
+        i for i in range(1, catalogue.n_items + 1) if catalogue.series is not None and catalogue.series[i] >= 0
+    ]
+    with client(run_dir, tmp_path / "e.db") as c:
+        user = users_of(run_dir)[11]
+        before = c.get(f"/v1/users/{user}/home", params={"explore": 0}).json()
+        now = int(time.time())
+        burst = [
+            {"user": user, "item": catalogue.ids[i], "timestamp": now + j * 60} for j, i in enumerate(series_items[:8])
+        ]
+        assert c.post("/v1/events", json={"events": burst}).json()["stored"] == 8
+        after = c.get(f"/v1/users/{user}/home", params={"explore": 0}).json()
+        cold = c.get("/v1/users/brand-new/next").json()
+        assert cold["source"] == "fallback" and cold["fallback_reason"] == "cold_start"
+        c.post("/v1/events", json={"events": [{"user": "brand-new", "item": catalogue.ids[3]}]})
+        warm = c.get("/v1/users/brand-new/next").json()
+    assert after["history_length"] == before["history_length"] + 8
+    assert after["intents"] != before["intents"]
+    assert [r["items"] for r in after["rows"]] != [r["items"] for r in before["rows"]]
+    assert (
+        after["rows"][0]["id"] == "continue"
+        or after["intents"]["action"]["continue"] > before["intents"]["action"]["continue"]
+    )
+    assert warm["source"] == "model" and warm["history_length"] == 1
+
+
+# -- fallback -------------------------------------------------------------------------------------
+
+
+def test_a_failing_model_gives_fallback_answers_never_a_500(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = users_of(run_dir)[2]
+    with client(run_dir, tmp_path / "e.db") as c:
+        version = c.app.state.engine.current  # type: ignore[attr-defined]
+
+        def broken(histories: Any) -> Any:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+        monkeypatch.setattr(version, "infer", broken)
+        for surface in ("home", "next", "intent"):
+            r = c.get(f"/v1/users/{user}/{surface}")
+            assert r.status_code == 200
+            body = r.json()
+            assert body["source"] == "fallback" and body["fallback_reason"] == "model_error"
+            assert "device-side assert" in body["fallback_detail"]
+        home = c.get(f"/v1/users/{user}/home", params={"explore": 0}).json()
+        assert home["rows"][0]["title"] == "Popular now" and home["rows"][1]["title"].startswith("Popular in ")
+        popular = [i["item"] for i in home["rows"][0]["items"]]
+        counts = [version.catalogue.popularity[version.catalogue.index[i]] for i in popular]
+        assert counts == sorted(counts, reverse=True)
+        metrics = c.get("/metrics").text
+    assert 'intentrec_fallbacks_total{reason="model_error",surface="home"} 2.0' in metrics
+    assert 'intentrec_requests_total{status="200",surface="next"} 1.0' in metrics
+
+
+def test_a_slow_model_past_its_budget_gives_the_fallback(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with client(run_dir, tmp_path / "e.db", settings=ServeSettings(model_timeout_ms=50)) as c:
+        version = c.app.state.engine.current  # type: ignore[attr-defined]
+        real = version.infer
+
+        def slow(histories: Any) -> Any:
+            time.sleep(0.3)
+            return real(histories)
+
+        monkeypatch.setattr(version, "infer", slow)
+        started = time.perf_counter()
+        body = c.get(f"/v1/users/{users_of(run_dir)[0]}/next").json()
+        elapsed = time.perf_counter() - started
+    assert body["source"] == "fallback" and body["fallback_reason"] == "model_timeout"
+    assert elapsed < 0.25, "the answer does not wait for the slow model"
+
+
+def test_a_missing_model_serves_the_fallback_and_is_not_ready(run_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / "best.pt").write_bytes(b"truncated")
+    with client(broken, tmp_path / "e.db") as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "model not loaded" in ready.json()["problems"][0]
+        body = c.get(f"/v1/users/{users_of(run_dir)[0]}/home").json()
+        assert body["source"] == "fallback" and body["fallback_reason"] == "model_unavailable"
+        assert len(body["rows"]) == 6
+
+
+# -- deletion and admin ---------------------------------------------------------------------------
+
+
+def test_admin_endpoints_need_the_token(run_dir: Path, tmp_path: Path) -> None:
+    user = users_of(run_dir)[0]
+    with client(run_dir, tmp_path / "a.db", admin_token="") as c:  # none configured: disabled
+        c.app.state  # noqa: B018
+    with TestClient(create_app(run_dir, db=tmp_path / "b.db")) as c:
+        r = c.delete(f"/v1/users/{user}")
+        assert r.status_code == 403 and "INTENTREC_ADMIN_TOKEN" in r.json()["error"]
+    with client(run_dir, tmp_path / "c.db") as c:
+        assert c.delete(f"/v1/users/{user}").status_code == 401
+        assert c.delete(f"/v1/users/{user}", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/v1/admin/reload", headers={"Authorization": TOKEN}).status_code == 401
+        assert c.post("/v1/admin/rollback").status_code == 401
+        assert c.get(f"/v1/users/{user}/intent").json()["source"] == "model", "nothing was deleted"
+
+
+def test_deletion_persists_across_a_restart_and_reaches_data_prepare(run_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    victim, other = users_of(run_dir)[3], users_of(run_dir)[4]
+    with client(run_dir, db) as c:
+        c.post("/v1/events", json={"events": [{"user": victim, "item": "1"}, {"user": other, "item": "1"}]})
+        r = c.delete(f"/v1/users/{victim}", headers=ADMIN)
+        assert r.status_code == 200
+        assert r.json()["events_deleted"] == 1 and r.json()["in_training_data"] is True
+        after = c.get(f"/v1/users/{victim}/home").json()
+        assert after["source"] == "fallback" and after["fallback_reason"] == "cold_start"
+    with client(run_dir, db) as c:  # a restart
+        assert c.get(f"/v1/users/{victim}/intent").json()["history_length"] == 0
+        assert c.get(f"/v1/users/{other}/intent").json()["source"] == "model"
+    assert read_deletions(db) == [victim]
+    store = SQLiteEventStore(db)
+    assert store.events(victim) == [] and len(store.events(other)) == 1
+    store.close()
+    # the other end: every future training set leaves the user out
+    out = tmp_path / "prepared"
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                str(run_dir / "world"),
+                "--format",
+                "synthetic",
+                "--deletions",
+                str(db),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    users = pl.read_parquet(out / "users.parquet")["user"].to_list()
+    assert victim not in users and other in users and len(users) == len(users_of(run_dir)) - 1
+    config = load_config(
+        None,
+        [
+            "data.synthetic.users = 200",
+            "data.synthetic.seed = 3",
+            "data.synthetic.titles = 120",
+            f'data.deletions = ["{db}"]',
+        ],
+    )
+    prepared = prepare_data(config, tmp_path / "train-run")
+    assert victim not in prepared.users["user"].to_list() and prepared.n_users == len(users_of(run_dir)) - 1
+
+
+def test_deletions_from_the_environment_variable(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "events.db"
+    store = SQLiteEventStore(db)
+    victim = users_of(run_dir)[8]
+    store.delete_user(victim)
+    store.close()
+    monkeypatch.setenv("INTENTREC_DELETIONS", str(db))
+    out = tmp_path / "prepared"
+    assert main(["data", "prepare", str(run_dir / "world"), "--format", "synthetic", "--out", str(out)]) == 0
+    assert victim not in pl.read_parquet(out / "users.parquet")["user"].to_list()
+
+
+def test_reload_and_rollback_switch_model_versions(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        first = c.get("/v1/model").json()["serving"]
+        r = c.post("/v1/admin/reload", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["previous"] == first["version"]
+        assert r.json()["serving"]["loaded_at"] > first["loaded_at"]
+        bad = c.post("/v1/admin/reload", headers=ADMIN, json={"run_dir": str(tmp_path / "nowhere")})
+        assert bad.status_code == 422 and "is not a folder" in bad.json()["error"]
+        back = c.post("/v1/admin/rollback", headers=ADMIN).json()
+        assert back["serving"]["loaded_at"] == first["loaded_at"]
+        assert c.get(f"/v1/users/{users_of(run_dir)[0]}/next").json()["model_version"] == first["version"]
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        ("get", "/v1/users/1/home?k=0", None, "query.k"),
+        ("get", "/v1/users/1/home?k=101", None, "query.k"),
+        ("get", "/v1/users/1/home?rows=21", None, "query.rows"),
+        ("get", "/v1/users/1/next?k=abc", None, "query.k"),
+        ("get", "/v1/users/1/home?explore=0.9", None, "query.explore"),
+        ("get", "/v1/users/" + "u" * 129 + "/intent", None, "path.user"),
+        ("post", "/v1/events", {"events": []}, "body.events"),
+        ("post", "/v1/events", {"events": [{"user": "1", "item": "2"}] * 1001}, "body.events"),
+        ("post", "/v1/events", {"events": [{"user": "1"}]}, "body.events.0.item"),
+        ("post", "/v1/events", {"events": [{"user": "1", "item": "2", "colour": "red"}]}, "body.events.0.colour"),
+        ("post", "/v1/events", {"events": [{"user": "1", "item": "2", "timestamp": -5}]}, "body.events.0.timestamp"),
+        ("post", "/v1/events", {"events": [{"user": "1\n", "item": "2"}]}, "body.events.0.user"),
+    ],
+)
+def test_invalid_input_gets_a_4xx_naming_the_field(
+    run_dir: Path, tmp_path: Path, method: str, url: str, body: Any, field: str
+) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        r = c.request(method.upper(), url, json=body)
+        assert r.status_code == 422
+        assert r.json()["error"].startswith(field + ":")
+        assert "Traceback" not in r.text
+        assert SQLiteEventStore(tmp_path / "e.db").count() == 0
+
+
+def test_unknown_paths_and_bad_json_are_json_errors(run_dir: Path, tmp_path: Path) -> None:
+    with client(run_dir, tmp_path / "e.db") as c:
+        r = c.get("/v1/nothing")
+        assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+        r = c.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "error" in r.json()
+
+
+def test_the_store_is_all_or_nothing(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "e.db")
+    with pytest.raises(Exception, match="NOT NULL"):
+        store.append([Event("u", "1", 5), Event("u", None, 6)])  # type: ignore[arg-type]
+    assert store.count() == 0
+    assert store.append([Event("u", "1", 5), Event("u", "2", 6)]) == 2
+    assert [e.item for e in store.events("u")] == ["1", "2"]
+
+
+# -- concurrency and overload ---------------------------------------------------------------------
+
+
+def test_concurrent_reads_while_events_arrive_lose_nothing(run_dir: Path, tmp_path: Path) -> None:
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN, max_inflight=1000)
+    users = users_of(run_dir)[:5]
+    items = pl.read_parquet(run_dir / "data" / "items.parquet")["item"].to_list()
+    base = {u: None for u in users}
+
+    async def scenario() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            for u in users:
+                base[u] = (await c.get(f"/v1/users/{u}/intent")).json()["history_length"]
+
+            async def post(n: int) -> int:
+                events = [
+                    {
+                        "user": users[(n + j) % 5],
+                        "item": items[(n * 7 + j) % len(items)],
+                        "timestamp": 10**9 + n * 100 + j,
+                    }
+                    for j in range(25)
+                ]
+                return (await c.post("/v1/events", json={"events": events})).status_code
+
+            async def read(n: int) -> int:
+                return (await c.get(f"/v1/users/{users[n % 5]}/home")).status_code
+
+            codes = await asyncio.gather(*[post(n) for n in range(40)], *[read(n) for n in range(40)])
+            final = [(await c.get(f"/v1/users/{u}/intent")).json()["history_length"] for u in users]
+            return [*codes, *final]
+
+    out = asyncio.run(scenario())
+    codes, final = out[:80], out[80:]
+    assert set(codes) == {200}
+    assert SQLiteEventStore(tmp_path / "e.db").count() == 40 * 25
+    assert sum(final) - sum(base.values()) == 1000  # type: ignore[arg-type]
+
+
+def test_overload_answers_503_with_retry_after(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN, max_inflight=4)
+    version = app.state.engine.current
+    real = version.infer
+
+    def slow(histories: Any) -> Any:
+        time.sleep(0.05)
+        return real(histories)
+
+    monkeypatch.setattr(version, "infer", slow)
+    user = users_of(run_dir)[0]
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            return await asyncio.gather(*[c.get(f"/v1/users/{user}/next") for _ in range(20)])
+
+    responses = asyncio.run(scenario())
+    codes = Counter(r.status_code for r in responses)
+    assert codes[200] >= 4 and codes[503] >= 1 and set(codes) <= {200, 503}
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1" and "overloaded" in refused.json()["error"]
+    assert app.state.metrics.rejected._value.get() == codes[503]
