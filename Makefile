@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: quickstart test lint bench-data bench-speed clean
+.PHONY: quickstart test lint bench-data bench-speed bench-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench-data: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed_models.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -547,3 +547,45 @@ def test_overload_answers_503_with_retry_after(run_dir: Path, tmp_path: Path, mo
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.headers["retry-after"] == "1" and "overloaded" in refused.json()["error"]
     assert app.state.metrics.rejected._value.get() == codes[503]
+
+
+def test_feature_values_the_training_log_never_had_become_unknown(run_dir: Path, tmp_path: Path) -> None:
+    """E.g. a rewatch posted to a model trained on a log without repeats (ML-100K): its action code has
+    no embedding row, so it is fed as 0 (unknown) instead of crashing the forward pass."""
+    engine = Engine(run_dir, SQLiteEventStore(tmp_path / "e.db"))
+    live = engine.current.live
+    action = live.fields.index("action")
+    live.cardinalities[action] = 3  # codes 0..2: unknown, continue, discover; rewatch (3) never seen
+    user = users_of(run_dir)[0]
+    base = live.base(engine.current.user_rows[user])
+    again = engine.current.catalogue.ids[int(base.items[-1])]
+    out = live.extend(base, [Event(user, again, int(base.timestamps[-1]) + 60)])  # type: ignore[index]
+    assert out.categorical[-1, action] == 0
+    assert engine.current.infer([out])[0].scores.shape == (engine.current.catalogue.n_items + 1,)
+
+
+def test_one_failing_history_does_not_fail_the_others_in_its_batch(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN)
+    version = app.state.engine.current
+    real = version.infer
+    users = users_of(run_dir)[:8]
+    poisoned = len(version.live.base(version.user_rows[users[0]]))
+
+    def fragile(histories: Any) -> Any:
+        if any(len(h) == poisoned for h in histories):
+            raise RuntimeError("bad row")
+        return real(histories)
+
+    monkeypatch.setattr(version, "infer", fragile)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            responses = await asyncio.gather(*[c.get(f"/v1/users/{u}/intent") for u in users])
+            return [r.json() for r in responses]
+
+    bodies = asyncio.run(scenario())
+    for user, body in zip(users, bodies, strict=True):
+        bad = len(version.live.base(version.user_rows[user])) == poisoned
+        assert body["source"] == ("fallback" if bad else "model"), user

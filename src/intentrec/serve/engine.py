@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ FallbackReason = str  # cold_start | model_unavailable | model_error | model_tim
 NEIGHBOURS = 200  # candidates of a "Because you watched" row: nearest items by embedding cosine
 GENRE_ROWS = 3  # at most this many "<genre> for you" rows
 NOT_A_GENRE = ("other", "unknown")  # buckets that make no row: "other" is ours, "unknown" is MovieLens's
+# A candidate row: id, title, reason, and its items in row order (computed only if the row is shown)
+Row = tuple[str, str, str, Callable[[int], list[int]]]  # ... and a function of how many items are needed
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,17 @@ class ModelVersion:
             unit = torch.nn.functional.normalize(table.detach()[: self.catalogue.n_items + 1].float().cpu(), dim=-1)
             self.neighbours = unit
 
+    def with_genre(self, genre: int) -> np.ndarray:
+        """Items (ids) with genre class ``genre``."""
+        assert self.item_genres is not None
+        return np.flatnonzero(self.item_genres[:, genre].numpy() > 0)
+
+    def sharing_a_genre(self, item: int) -> np.ndarray:
+        """Items (ids) with at least one genre in common with ``item``."""
+        if self.item_genres is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero((self.item_genres @ self.item_genres[item]).numpy() > 0)
+
     @property
     def model_loaded(self) -> bool:
         return self.run is not None
@@ -128,7 +142,7 @@ class ModelVersion:
             "users": len(self.user_rows),
         }
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def infer(self, histories: Sequence[History]) -> list[Inference]:
         """One forward pass for every history (each with at least one interaction)."""
         if self.run is None:
@@ -142,6 +156,30 @@ class ModelVersion:
             intents, weights = run.intent_summary(output, row=row)
             out.append(Inference(scores[row], intents, weights))
         return out
+
+
+class Ranking:
+    """The catalogue sorted by score once per request; each row filters that order with masks instead
+    of sorting again. Padding (id 0) and ``exclude`` are left out unless a row asks to keep seen items."""
+
+    def __init__(self, scores: np.ndarray, exclude: set[int]) -> None:
+        order = np.argsort(-scores, kind="stable")
+        self.order = order[order != 0]
+        blocked = np.zeros(len(scores), dtype=bool)
+        if exclude:
+            blocked[np.fromiter(exclude, dtype=np.int64)] = True
+        self.allowed = ~blocked[self.order]  # in score order
+        self.size = len(scores)
+
+    def items(self, among: np.ndarray | None, keep_seen: bool, limit: int | None = None) -> list[int]:
+        """Item ids by descending score: all, or those in ``among``; the first ``limit`` of them."""
+        keep = np.ones(len(self.order), dtype=bool) if keep_seen else self.allowed
+        if among is not None:
+            member = np.zeros(self.size, dtype=bool)
+            member[among] = True
+            keep = keep & member[self.order]
+        chosen = self.order[keep]
+        return (chosen if limit is None else chosen[:limit]).tolist()
 
 
 class Batcher:
@@ -196,15 +234,29 @@ class Batcher:
                 try:
                     results = await loop.run_in_executor(self.executor, version.infer, [p[1] for p in same])
                 except Exception as exc:
-                    for _, _, future in same:
-                        if not future.done():
-                            future.set_exception(exc)
+                    if len(same) == 1:
+                        self._settle(same[0][2], exc)
+                    else:  # one bad history must not fail the others: run them one by one
+                        for _, history, future in same:
+                            try:
+                                one = await loop.run_in_executor(self.executor, version.infer, [history])
+                                self._settle(future, one[0])
+                            except Exception as single:
+                                self._settle(future, single)
                     continue
                 if self.on_batch is not None:
                     self.on_batch(len(same), time.perf_counter() - started)
                 for (_, _, future), result in zip(same, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                    self._settle(future, result)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[Inference], outcome: Inference | BaseException) -> None:
+        if future.done():  # the request stopped waiting (time budget)
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 @dataclass
@@ -298,10 +350,12 @@ class Engine:
         last = int(answer.history.items[-1]) if len(answer.history) else 0
         exclude = answer.seen if self.settings.exclude_seen else {last}
         if answer.inference is None:
-            order, scores = self._popular(version, exclude)
+            scores = version.catalogue.popularity
+            order = Ranking(scores, exclude).items(None, False, k)
             reason = "popular now"
         else:
-            order, scores = self._ranked(answer.inference.scores, exclude)
+            scores = answer.inference.scores
+            order = Ranking(scores, exclude).items(None, False, k)
             reason = self._intent_reason(answer.inference)
         out["items"] = [self._item(version, i, scores[i]) for i in order[:k]]
         out["reason"] = reason
@@ -320,10 +374,16 @@ class Engine:
         scores = answer.inference.scores if answer.inference is not None else version.catalogue.popularity
         used: set[int] = set()
         page: list[dict[str, Any]] = []
-        for row_id, title, reason, order in candidates:
+        for row_id, title, reason, make in candidates:
             if len(page) == rows:
                 break
-            fresh = [i for i in order if i not in used]
+            wanted = 5 * k if diversity > 0 else k
+            fresh = []
+            for i in make(len(used) + wanted):  # enough to find `wanted` items not yet on the page
+                if i not in used:
+                    fresh.append(i)
+                    if len(fresh) == wanted:
+                        break
             picked = self._mmr(version, fresh, scores, k, diversity) if diversity > 0 else fresh[:k]
             if not picked:
                 continue
@@ -374,25 +434,6 @@ class Engine:
         return item
 
     @staticmethod
-    def _ranked(scores: np.ndarray, exclude: set[int], among: np.ndarray | None = None) -> tuple[list[int], np.ndarray]:
-        """Items by descending score (all, or ``among``), without ``exclude`` and padding."""
-        pool = np.arange(1, len(scores)) if among is None else among
-        if exclude:
-            pool = pool[~np.isin(pool, np.fromiter(exclude, dtype=np.int64))]
-        order = pool[np.argsort(-scores[pool], kind="stable")]
-        return order.tolist(), scores
-
-    def _popular(
-        self, version: ModelVersion, exclude: set[int], genre: int | None = None
-    ) -> tuple[list[int], np.ndarray]:
-        order = version.by_popularity
-        if genre is not None and version.item_genres is not None:
-            order = order[version.item_genres[order, genre].numpy() > 0]
-        if exclude:
-            order = order[~np.isin(order, np.fromiter(exclude, dtype=np.int64))]
-        return order.tolist(), version.catalogue.popularity
-
-    @staticmethod
     def _intent_reason(inference: Inference) -> str:
         parts = []
         for head, probs in inference.intents.items():
@@ -401,17 +442,19 @@ class Engine:
                 parts.append(f"{head} {name} {p:.2f}")
         return "predicted intent: " + ", ".join(parts) if parts else "top picks for you"
 
-    def _model_rows(self, answer: Answer) -> list[tuple[str, str, str, list[int]]]:
+    def _model_rows(self, answer: Answer) -> list[Row]:
         """Candidate rows in page order, each (id, title, reason, items by model score)."""
         assert answer.inference is not None
         version, inference, history = answer.version, answer.inference, answer.history
         cat, scores = version.catalogue, inference.scores
         exclude = answer.seen if self.settings.exclude_seen else set()
+        ranking = Ranking(scores, exclude)
+        popularity = Ranking(version.catalogue.popularity, exclude)
         intents = inference.intents
         action = intents.get("action", {})
         top_action = next(iter(action), None)
         threshold = self.settings.intent_threshold
-        rows: dict[str, tuple[str, str, str, list[int]]] = {}
+        rows: dict[str, Row] = {}
         last = int(history.items[-1])
 
         if "continue" in action:
@@ -422,17 +465,17 @@ class Engine:
                 title = "Continue watching"
             else:
                 shared = cat.raw_genres[last]
-                among = np.array([i for i in range(1, cat.n_items + 1) if cat.raw_genres[i] & shared], dtype=np.int64)
+                among = version.sharing_a_genre(last)
                 title = f"Continue with {', '.join(sorted(shared))}" if shared else "Continue watching"
             if len(among):
                 rows["continue"] = ("continue", title, f"predicted action: continue {p:.2f}",
-                                    self._ranked(scores, exclude, among)[0])  # fmt: skip
+                                    partial(ranking.items, among, False))  # fmt: skip
         if "rewatch" in action and len(answer.seen):
             seen = np.array(sorted(answer.seen), dtype=np.int64)
             rows["rewatch"] = ("rewatch", "Watch it again", f"predicted action: rewatch {action['rewatch']:.2f}",
-                               self._ranked(scores, set(), seen)[0])  # fmt: skip
+                               partial(ranking.items, seen, True))  # fmt: skip
         top_reason = self._intent_reason(inference)
-        rows["top_picks"] = ("top_picks", "Top picks for you", top_reason, self._ranked(scores, exclude)[0])
+        rows["top_picks"] = ("top_picks", "Top picks for you", top_reason, partial(ranking.items, None, False))
         anchor_title = cat.title(last) or cat.ids[last]
         if version.neighbours is not None:
             similarity = version.neighbours @ version.neighbours[last]
@@ -440,21 +483,20 @@ class Engine:
             similarity[last] = -2
             near = similarity.topk(min(NEIGHBOURS, cat.n_items - 1)).indices.numpy()
         else:
-            near = np.array(
-                [i for i in range(1, cat.n_items + 1) if i != last and cat.genre_sets[i] & cat.genre_sets[last]]
-            )
+            near = version.sharing_a_genre(last)
+            near = near[near != last]
         if len(near):
             reason = f"similar to {anchor_title}, your most recent"
             rows["because"] = (f"because:{cat.ids[last]}", f"Because you watched {anchor_title}", reason,
-                               self._ranked(scores, exclude, near)[0])  # fmt: skip
-        genre_rows: list[tuple[str, str, str, list[int]]] = []
+                               partial(ranking.items, near, False))  # fmt: skip
+        genre_rows: list[Row] = []
         for name, p in list(intents.get("genre", {}).items()):
             if name in NOT_A_GENRE or version.item_genres is None or len(genre_rows) == GENRE_ROWS:
                 continue
             g = version.genre_classes.index(name)
             among = np.flatnonzero(version.item_genres[:, g].numpy() > 0)
             genre_rows.append((f"genre:{name}", f"{name} for you", f"predicted genre intent: {name} {p:.2f}",
-                               self._ranked(scores, exclude, among)[0]))  # fmt: skip
+                               partial(ranking.items, among, False)))  # fmt: skip
         recency = intents.get("recency", {})
         fresh_p = recency.get("new", 0.0) + recency.get("recent", 0.0)
         if recency and cat.release is not None and version.clock is not None:
@@ -462,8 +504,9 @@ class Engine:
             among = np.flatnonzero((cat.release >= version.clock - recent_days * DAY) & (cat.release >= 0))
             if len(among) and (fresh_p >= threshold or next(iter(recency)) in ("new", "recent")):
                 reason = f"predicted recency intent: new or recent {fresh_p:.2f}"
-                rows["new"] = ("new_releases", "New releases for you", reason, self._ranked(scores, exclude, among)[0])
-        order: list[tuple[str, str, str, list[int]]] = []
+                rows["new"] = ("new_releases", "New releases for you", reason,
+                               partial(ranking.items, among, False))  # fmt: skip
+        order: list[Row] = []
         if top_action == "continue" and "continue" in rows:
             order.append(rows.pop("continue"))
         if top_action == "rewatch" and "rewatch" in rows:
@@ -478,14 +521,21 @@ class Engine:
             if key in rows and action.get(key, 0.0) >= threshold:
                 order.append(rows.pop(key))
         order.append(
-            ("popular", "Popular now", "most watched in the training data", self._popular(version, exclude)[0])
+            (
+                "popular",
+                "Popular now",
+                "most watched in the training data",
+                partial(popularity.items, None, False),
+            )
         )
         return order
 
-    def _fallback_rows(self, answer: Answer) -> list[tuple[str, str, str, list[int]]]:
+    def _fallback_rows(self, answer: Answer) -> list[Row]:
         version = answer.version
         exclude = answer.seen if self.settings.exclude_seen else set()
-        rows = [("popular", "Popular now", "most watched in the training data", self._popular(version, exclude)[0])]
+        popularity = Ranking(version.catalogue.popularity, exclude)
+        rows: list[Row] = [("popular", "Popular now", "most watched in the training data",
+                            partial(popularity.items, None, False))]  # fmt: skip
         if version.item_genres is not None:
             hot = version.item_genres
             if len(answer.history):  # the user's own genre mix first, then the catalogue's
@@ -497,7 +547,7 @@ class Engine:
                 if name in NOT_A_GENRE or mass[g] <= 0:
                     continue
                 rows.append((f"genre:{name}", f"Popular in {name}", f"most watched {name} titles",
-                             self._popular(version, exclude, genre=g)[0]))  # fmt: skip
+                             partial(popularity.items, version.with_genre(g), False)))  # fmt: skip
         return rows
 
     @staticmethod

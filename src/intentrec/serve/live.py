@@ -90,6 +90,7 @@ class LiveFeatures:
             name: {v: i + 1 for i, v in enumerate(values)} for name, values in prepared.vocabularies.items()
         }
         self.fields = list(store.categorical_fields)
+        self.cardinalities = np.array(store.cardinalities, dtype=np.int64)  # embedding rows per field
         action = self.heads.get("action")
         self.action_rule = ""
         if action is not None:
@@ -153,6 +154,9 @@ class LiveFeatures:
             else:  # pragma: no cover - the store names no other fields
                 raise ValueError(f"unknown categorical field {name!r}")
         categorical = np.stack(columns, axis=1) if columns else np.zeros((m, 0), dtype=np.int64)
+        # A value the training log never had (a rewatch in a log without repeats, a new hour) has no
+        # embedding: it becomes 0, "unknown", as an unknown event type does.
+        categorical = np.where(categorical < self.cardinalities, categorical, 0)
         return History(
             items=all_items,
             categorical=np.r_[base.categorical, categorical],
