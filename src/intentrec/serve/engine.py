@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ import torch
 
 from intentrec.data.batching import SequenceStore
 from intentrec.data.intents import DAY
-from intentrec.data.prepare import load_prepared
+from intentrec.data.prepare import load_prepared, sha256_file
 from intentrec.eval.metrics import genre_entropy
 from intentrec.runs import DATA, Run, load_run
 from intentrec.serve.events import EventStore
@@ -71,14 +70,6 @@ class Inference:
     weights: dict[str, float]  # head -> intent weight
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class ModelVersion:
     """One run loaded for serving. The catalogue and popularity come from its prepared data, so the
     fallback works even when the model itself cannot be loaded."""
@@ -97,7 +88,7 @@ class ModelVersion:
             prepared = load_prepared(self.run_dir / DATA)
             store = SequenceStore(prepared)
         self.prepared, self.store = prepared, store
-        digest = _file_digest(self.run_dir / BEST)[:12] if (self.run_dir / BEST).exists() else "no-model"
+        digest = sha256_file(self.run_dir / BEST)[:12] if (self.run_dir / BEST).exists() else "no-model"
         self.id = f"{self.run_dir.name}@{digest}"
         self.kind = "none" if self.run is None else self.run.config.model.kind
         self.catalogue = Catalogue(prepared, store.item_popularity, store.item_genres)
