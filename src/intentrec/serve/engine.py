@@ -183,7 +183,6 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intentrec-model")
         self.wakeup: asyncio.Event | None = None
         self.task: asyncio.Task[None] | None = None
-        self.batch_sizes: list[int] = []  # recent batch sizes, for /metrics
         self.on_batch: Callable[[int, float], None] | None = None
 
     def start(self) -> None:
@@ -259,7 +258,6 @@ class Answer:
     inference: Inference | None
     fallback: FallbackReason | None = None
     detail: str | None = None
-    known_user: bool = False
     seen: set[int] = field(default_factory=set)
 
 
@@ -292,23 +290,19 @@ class Engine:
         return self.current
 
     # -- history and inference ---------------------------------------------------------------------
-    def history(self, user: str, version: ModelVersion) -> tuple[History, bool]:
-        """The user's live history under ``version``, and whether the run's data knows the user."""
-        row = self.user_rows_get(version, user)
+    def history(self, user: str, version: ModelVersion) -> History:
+        """The user's live history under ``version``: their training history (unless deleted), then the
+        events stored since."""
+        row = None if user in self.deleted else version.user_rows.get(user)
         base = version.live.base(row) if row is not None else version.live.empty()
         fresh = self.events.events(user)
-        return (version.live.extend(base, fresh) if fresh else base), row is not None
-
-    def user_rows_get(self, version: ModelVersion, user: str) -> int | None:
-        if user in self.deleted:
-            return None
-        return version.user_rows.get(user)
+        return version.live.extend(base, fresh) if fresh else base
 
     async def answer(self, user: str) -> Answer:
         version = self.current
-        history, known = self.history(user, version)
+        history = self.history(user, version)
         seen = set(history.items.tolist())
-        answer = Answer(version, history, None, known_user=known, seen=seen)
+        answer = Answer(version, history, None, seen=seen)
         if len(history) == 0:
             answer.fallback, answer.detail = "cold_start", "no history for this user yet"
         elif not version.model_loaded:
