@@ -63,6 +63,11 @@ for epoch in range(epochs + 1):  # epoch 0 warms up
     sync()
     if epoch:
         times.append(time.perf_counter() - t0)
+targets = sum(int((b.target_items > 0).sum()) for b in store.train_batches(config.train.batch_size, model.max_len))
+# FLOPs of one epoch (matmuls and attention, forward and backward, as counted by PyTorch), untimed.
+from torch.utils.flop_counter import FlopCounterMode
+with FlopCounterMode(display=False) as counter:
+    train_epoch(model, store, optimiser, None, config.train, epochs + 1, device)
 t0 = time.perf_counter()
 result = evaluate(model, store, "test", batch_size=512)
 sync()
@@ -73,6 +78,7 @@ print(json.dumps({
     "sequences_per_epoch": sequences, "sequences_per_second": sequences / statistics.median(times),
     "eval_seconds": eval_s, "eval_targets": result["targets"], "peak_rss_mb": hwm / 1024,
     "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+    "flops_per_epoch": counter.get_total_flops(), "targets_per_epoch": targets,
     "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
 }))
 """
@@ -101,6 +107,35 @@ def machine(device: str) -> dict[str, object]:
     return info
 
 
+def prepare_ml100k(tmp: Path) -> Path:
+    """ML-100K prepared by our own pipeline into ``tmp``; returns the prepared directory."""
+    from intentrec.data import read_dataset
+    from intentrec.data.prepare import write_prepared
+    from intentrec.data.sequences import build_sequences
+
+    dataset = read_dataset(shared_data() / "movielens-100k", "movielens")
+    prepared_dir = tmp / "ml-100k"
+    write_prepared(build_sequences(dataset), dataset, prepared_dir, source_format="movielens")
+    return prepared_dir
+
+
+def time_ours(prepared_dir: Path, name: str, device: str, epochs: int, extra: tuple[str, ...] = ()) -> dict:
+    """One of our models (a key of MODELS) at the issue's speed settings, timed in a fresh process."""
+    settings = ["model.max_len=50", "model.d=64", "model.n_heads=2", "train.batch_size=128", *MODELS[name], *extra]
+    if "model.n_blocks=1" not in settings:
+        settings.append("model.n_blocks=2")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(prepared_dir), device, str(epochs), *settings],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{name:<14} {result['seconds_per_epoch']:.3f} s/epoch  {result['sequences_per_second']:.0f} seq/s  "
+          f"eval {result['eval_seconds']:.2f} s  peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--device", default="cpu")
@@ -108,30 +143,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--out", default=str(RESULTS / "speed_models"), help="results path without extension")
     args = parser.parse_args()
-
-    from intentrec.data import read_dataset
-    from intentrec.data.prepare import write_prepared
-    from intentrec.data.sequences import build_sequences
-
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = read_dataset(shared_data() / "movielens-100k", "movielens")
-        prepared_dir = Path(tmp) / "ml-100k"
-        write_prepared(build_sequences(dataset), dataset, prepared_dir, source_format="movielens")
-        results = {}
-        for name in args.models:
-            settings = ["model.max_len=50", "model.d=64", "model.n_heads=2", "train.batch_size=128", *MODELS[name]]
-            if "model.n_blocks=1" not in settings:
-                settings.append("model.n_blocks=2")
-            done = subprocess.run(
-                [sys.executable, "-c", CHILD, str(prepared_dir), args.device, str(args.epochs), *settings],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-            r = results[name]
-            print(f"{name:<14} {r['seconds_per_epoch']:.3f} s/epoch  {r['sequences_per_second']:.0f} seq/s  "
-                  f"eval {r['eval_seconds']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+        prepared_dir = prepare_ml100k(Path(tmp))
+        results = {name: time_ours(prepared_dir, name, args.device, args.epochs) for name in args.models}
     sasrec = results.get("sasrec", {}).get("seconds_per_epoch")
     record = {
         "benchmark": "speed_models",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from intentrec.data.batching import Batch
 
-__all__ = ["HeadSpec", "ModelOutput", "SequentialModel"]
+__all__ = ["HeadSpec", "ModelOutput", "SequentialModel", "linear_cross_entropy"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def next_item_loss(hidden: torch.Tensor, batch: Batch, item_embeddings: torch.Te
     has_target = batch.target_items > 0  # (B, L)
     h = hidden[has_target]  # (N, D)
     target = batch.target_items[has_target]  # (N,)
+    weights = batch.target_weights[has_target]
     if kind == "ce":
-        terms = nn.functional.cross_entropy(scores_over_catalogue(h, item_embeddings), target, reduction="none")
+        return linear_cross_entropy(h, item_embeddings, target, weights) / has_target.sum().clamp(min=1)
     else:
         n_items = item_embeddings.shape[0] - 1
         negative = torch.randint(1, n_items, target.shape, device=target.device)  # (N,)
@@ -90,4 +92,74 @@ def next_item_loss(hidden: torch.Tensor, batch: Batch, item_embeddings: torch.Te
         positive_score = (h * item_embeddings[target]).sum(-1)  # (N,)
         negative_score = (h * item_embeddings[negative]).sum(-1)  # (N,)
         terms = nn.functional.softplus(-positive_score) + nn.functional.softplus(negative_score)  # (N,)
-    return (terms * batch.target_weights[has_target]).sum() / has_target.sum().clamp(min=1)
+    return (terms * weights).sum() / has_target.sum().clamp(min=1)
+
+
+LOGITS_PER_CHUNK = 1 << 18  # 1 MB of float32 logits: stays in cache from the matmul through the softmax
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, items: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum(weights * cross_entropy(hidden @ items.T, target))`` with index 0 (padding) excluded, computed
+    without ever holding the (N, I + 1) logits: see `_LinearCrossEntropy`. Same value and gradients as
+    the plain expression; ``weights`` get no gradient."""
+    out: torch.Tensor = _LinearCrossEntropy.apply(hidden, items, target, weights.to(hidden.dtype))
+    return out
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Full-softmax cross-entropy over a tied output layer, a chunk of rows at a time.
+
+    Each chunk's logits are computed, turned into the loss and, because the loss is a scalar, straight
+    into the gradients with respect to the hidden rows and the item table ((softmax - one-hot) @ items
+    and its transpose); only those gradients (N x D and I x D) are kept, and backward scales them by the
+    incoming gradient. Peak memory is one chunk of logits instead of three or four (N, I) tensors, and
+    the FLOPs are those of the plain forward and backward passes.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        n, n_columns = hidden.shape[0], items.shape[0]
+        chunk = max(64, LOGITS_PER_CHUNK // max(n_columns, 1))
+        needs_hidden, needs_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_items = torch.zeros_like(items) if needs_items else None
+        total = hidden.new_zeros(())
+        for start in range(0, n, chunk):
+            rows = slice(start, start + chunk)
+            h, t, w = hidden[rows], target[rows], weights[rows]
+            logits = h @ items.T  # (C, I + 1)
+            logits[:, 0] = float("-inf")
+            picked = logits.gather(1, t[:, None]).squeeze(1)  # (C,)
+            top = logits.amax(dim=1, keepdim=True)  # (C, 1)
+            exp = logits.sub_(top).exp_()  # in place: one exp for both the loss and its gradient
+            norm = exp.sum(dim=1)  # (C,)
+            total += (w * (top.squeeze(1) + norm.log() - picked)).sum()
+            if grad_hidden is None and grad_items is None:
+                continue
+            coefficient = exp.mul_((w / norm)[:, None])  # weighted softmax
+            coefficient[torch.arange(len(t), device=t.device), t] -= w  # d loss / d logits
+            if grad_hidden is not None:
+                torch.mm(coefficient, items, out=grad_hidden[rows])
+            if grad_items is not None:
+                grad_items.addmm_(coefficient.T, h)
+        ctx.save_for_backward(grad_hidden, grad_items)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        grad_hidden, grad_items = ctx.saved_tensors
+        return (
+            None if grad_hidden is None else grad_hidden * grad_output,
+            None if grad_items is None else grad_items * grad_output,
+            None,
+            None,
+        )

@@ -23,7 +23,7 @@ from torch import nn
 
 from intentrec.data.batching import Batch
 from intentrec.models.base import ModelOutput, SequentialModel, scores_over_catalogue
-from intentrec.models.layers import CausalTransformer, real_positions
+from intentrec.models.layers import CausalTransformer, Dropout, real_positions
 
 __all__ = ["BERT4Rec", "BERT4RecConfig"]
 
@@ -53,7 +53,7 @@ class BERT4Rec(SequentialModel):
         nn.init.normal_(self.item.weight, std=c.d**-0.5)
         self.position = nn.Embedding(c.max_len, c.d)
         self.ln = nn.LayerNorm(c.d)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout)
 
     @property

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from intentrec.data.batching import Batch
 from intentrec.models.base import ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
+from intentrec.models.layers import Dropout
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
 
@@ -46,7 +47,7 @@ class GRU4Rec(SequentialModel):
         nn.init.normal_(self.item.weight, std=c.d**-0.5)
         self.gru = nn.GRU(c.d, c.d, c.n_layers, batch_first=True, dropout=c.dropout if c.n_layers > 1 else 0.0)
         self.out = nn.Linear(c.d, c.d)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
 
     @property
     def item_embeddings(self) -> torch.Tensor:

@@ -1,0 +1,227 @@
+"""Benchmark: our SASRec and IntentRec against RePlay 0.22 and RecBole 1.2.1 SASRec, same machine, same data.
+
+ML-100K, the settings of the issue's RePlay row: d 64, 2 blocks, 2 heads, dropout 0.5, max length 50,
+batch 128, full-softmax cross-entropy, Adam(W) lr 1e-3. Each peer is installed by this script into its
+own virtual environment under ``bench/.venvs/`` (ignored by git) with torch pinned to our CPU wheel,
+and run by a small script in ``bench/peers/`` that prints the same measurements as ours: seconds per
+epoch (the first epoch is a warm-up and is not counted), sequences and training targets per epoch,
+full-ranking evaluation time over the 943 users, and peak resident memory (VmHWM) of the process.
+
+Ratios are ours over the peer's. Sequences/s compares like with like for RePlay, whose epoch is one
+window of at most 50 items per user with the loss at every position, as ours. RecBole trains on every
+prefix with the loss at its last position only, so its epoch is about 100x the sequences; the fair
+comparison there is training targets (next-item predictions with a loss) per second.
+
+Model FLOP utilisation: PyTorch's FlopCounterMode counts the matmul and attention FLOPs of one full
+training epoch (forward and backward); divided by the measured seconds per epoch, that is the achieved
+rate, reported as a share of the machine's best dense float32 matmul rate, measured here with the same
+threads.
+
+    python bench/speed.py                          # everything; about 15 minutes on 2 cores
+    python bench/speed.py --peers replay           # skip RecBole (about 3 minutes per epoch)
+Results: bench/results/speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from speed_models import REPO, RESULTS, machine, prepare_ml100k, shared_data, time_ours
+
+VENVS = REPO / "bench" / ".venvs"
+PEERS = REPO / "bench" / "peers"
+CONSTRAINTS = REPO / "constraints.txt"
+# Each peer: pip requirements for its own venv, the script that runs it, extra environment.
+PEER_SPECS: dict[str, dict[str, Any]] = {
+    "replay": {
+        "label": "RePlay 0.22 SASRec",
+        "requirements": ["replay-rec[torch]==0.22.0"],
+        "script": "replay_sasrec.py",
+        "env": {},
+    },
+    "recbole": {
+        "label": "RecBole 1.2.1 SASRec",
+        "requirements": ["recbole==1.2.1", "setuptools<81", "numpy<2", "pandas<3"],
+        "script": "recbole_sasrec.py",
+        "env": {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+    },
+}
+OURS = {"sasrec": "intentrec SASRec (CE)", "intentrec-V3": "intentrec IntentRec V3"}
+# Our settings for the comparison; the rest are speed_models' (max length 50, d 64, 2 heads, batch 128).
+OUR_SETTINGS = ("model.dropout=0.5", "model.item_loss='ce'")
+THROUGHPUT_TARGET = 2.0  # our training throughput over RePlay's
+MEMORY_TARGET = 0.5  # our peak RSS over RePlay's
+MFU_TARGET = 0.30
+
+
+def peak_matmul_flops(threads: int) -> dict[str, float]:
+    """Best float32 dense matmul rate of this machine (FLOP/s) over a few square sizes, ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    best: dict[str, float] = {}
+    for n in (512, 1024, 2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            torch.mm(a, b)
+        repeats = max(3, int(2e10 / (2 * n**3)))
+        rates = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b)
+            rates.append(2 * n**3 * repeats / (time.perf_counter() - started))
+        best[str(n)] = max(rates)
+    return best
+
+
+def ensure_venv(name: str) -> Path:
+    """The peer's own virtual environment, created and installed on first use; returns its Python."""
+    spec = PEER_SPECS[name]
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    wanted = "\n".join(spec["requirements"])
+    if stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print(f"installing {spec['label']} into {venv} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-c", str(CONSTRAINTS), *spec["requirements"]], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+def time_peer(name: str, u_data: Path, epochs: int, threads: int) -> dict[str, Any]:
+    """Run a peer for ``epochs`` timed epochs after one warm-up; its JSON plus our summary fields."""
+    spec = PEER_SPECS[name]
+    python = ensure_venv(name)
+    env = {**os.environ, **spec["env"], "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [str(python), str(PEERS / spec["script"]), str(u_data), str(epochs + 1), str(threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{spec['label']} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    timed = result["epoch_seconds"][1:]
+    result["seconds_per_epoch"] = statistics.median(timed)
+    result["sequences_per_second"] = result["sequences_per_epoch"] / result["seconds_per_epoch"]
+    result["targets_per_second"] = result["targets_per_epoch"] / result["seconds_per_epoch"]
+    print(f"{name:<14} {result['seconds_per_epoch']:.3f} s/epoch  {result['sequences_per_second']:.0f} seq/s  "
+          f"{result['targets_per_second']:.0f} targets/s  peak RSS {result['peak_rss_mb']:.0f} MB",
+          flush=True)  # fmt: skip
+    return result
+
+
+def report(record: dict[str, Any]) -> str:
+    rows, peak = record["results"], record["peak_matmul_flops"]
+    lines = [
+        "# Training speed and memory against RePlay and RecBole (ML-100K)",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, "
+        f"torch {record['machine']['torch']}, {record['threads']} threads  ",
+        f"Date: {record['date']}  ",
+        f"Settings: {record['settings']}. Median of {record['epochs']} epochs after one warm-up "
+        f"(RecBole: {record['recbole_epochs']}).",
+        "",
+        "| library / model | s/epoch | sequences/epoch | sequences/s | targets/epoch | targets/s | eval 943 users "
+        "| peak RSS | parameters | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows.values():
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else "-"
+        lines.append(
+            f"| {r['label']} | {r['seconds_per_epoch']:.3f} | {r['sequences_per_epoch']:,} | "
+            f"{r['sequences_per_second']:,.0f} | {r['targets_per_epoch']:,} | {r['targets_per_second']:,.0f} | "
+            f"{r['eval_seconds']:.2f} s | {r['peak_rss_mb']:.0f} MB | {r['parameters']:,} | {mfu} |"
+        )
+    lines += ["", f"Machine's best float32 matmul rate ({record['threads']} threads): "
+              + ", ".join(f"{n}²: {rate / 1e9:.0f} GFLOP/s" for n, rate in peak.items())
+              + f"; peak taken as {max(peak.values()) / 1e9:.0f} GFLOP/s.", ""]  # fmt: skip
+    ours = rows.get("sasrec")
+    checks = []
+    if ours and "replay" in rows:
+        replay = rows["replay"]
+        speedup = ours["sequences_per_second"] / replay["sequences_per_second"]
+        memory = ours["peak_rss_mb"] / replay["peak_rss_mb"]
+        checks.append(f"Target: training throughput >= {THROUGHPUT_TARGET:.0f}x RePlay's: **{speedup:.2f}x** "
+                      f"({'met' if speedup >= THROUGHPUT_TARGET else 'missed'}).")  # fmt: skip
+        checks.append(f"Target: peak memory <= {MEMORY_TARGET:.0%} of RePlay's: **{memory:.0%}** "
+                      f"({'met' if memory <= MEMORY_TARGET else 'missed'}).")  # fmt: skip
+    if ours and "recbole" in rows:
+        speedup = ours["targets_per_second"] / rows["recbole"]["targets_per_second"]
+        memory = ours["peak_rss_mb"] / rows["recbole"]["peak_rss_mb"]
+        checks.append(f"Against RecBole: **{speedup:.1f}x** its training targets per second, "
+                      f"**{memory:.0%}** of its peak memory.")  # fmt: skip
+    if ours and ours.get("mfu") is not None:
+        checks.append(f"Target: model FLOP utilisation in training >= {MFU_TARGET:.0%}: **{ours['mfu']:.1%}** "
+                      f"({'met' if ours['mfu'] >= MFU_TARGET else 'missed'}).")  # fmt: skip
+    return "\n".join(lines + [f"- {c}" for c in checks]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
+    parser.add_argument("--recbole-epochs", type=int, default=1, help="timed RecBole epochs (minutes each)")
+    parser.add_argument("--peers", nargs="*", default=list(PEER_SPECS), choices=list(PEER_SPECS))
+    parser.add_argument("--ours", nargs="*", default=list(OURS), choices=list(OURS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default=str(RESULTS / "speed"), help="results path without extension")
+    args = parser.parse_args()
+
+    peak = peak_matmul_flops(args.threads)
+    print("peak matmul: " + ", ".join(f"{n}: {r / 1e9:.0f} GFLOP/s" for n, r in peak.items()), flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared_dir = prepare_ml100k(Path(tmp))
+        for name in args.ours:
+            r = time_ours(prepared_dir, name, "cpu", args.epochs, OUR_SETTINGS)
+            r["targets_per_second"] = r["targets_per_epoch"] / r["seconds_per_epoch"]
+            r["mfu"] = r["flops_per_epoch"] / r["seconds_per_epoch"] / max(peak.values())
+            results[name] = {"label": OURS[name], **r}
+    u_data = shared_data() / "movielens-100k" / "u.data"
+    for name in args.peers:
+        epochs = args.recbole_epochs if name == "recbole" else args.epochs
+        results[name] = {"label": PEER_SPECS[name]["label"], **time_peer(name, u_data, epochs, args.threads)}
+
+    record = {
+        "benchmark": "speed",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
+        "machine": machine("cpu"),
+        "threads": args.threads,
+        "epochs": args.epochs,
+        "recbole_epochs": args.recbole_epochs,
+        "settings": "ML-100K leave-one-out, d 64, 2 blocks, 2 heads, dropout 0.5, max length 50, batch 128, "
+        "full-softmax cross-entropy, lr 1e-3",
+        "peak_matmul_flops": peak,
+        "targets": {
+            "throughput_over_replay": THROUGHPUT_TARGET,
+            "memory_over_replay": MEMORY_TARGET,
+            "mfu": MFU_TARGET,
+        },
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report(record))
+    print(f"-> {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

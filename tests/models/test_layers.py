@@ -1,0 +1,97 @@
+"""The fused full-softmax loss, the fast dropout and the explicit attention against PyTorch's own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import intentrec.models.base as base
+from intentrec.models.base import linear_cross_entropy
+from intentrec.models.layers import Dropout, attention, causal_mask, dropout
+
+
+def plain_loss(hidden: torch.Tensor, items: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    logits = hidden @ items.T
+    logits = torch.cat([torch.full_like(logits[:, :1], float("-inf")), logits[:, 1:]], dim=1)
+    return (F.cross_entropy(logits, target, reduction="none") * weights).sum()
+
+
+@pytest.mark.parametrize(("n_rows", "n_items", "chunk_logits"), [(13, 7, 1 << 18), (300, 50, 64 * 51), (1, 3, 1)])
+def test_linear_cross_entropy_matches_the_plain_loss_and_its_gradients(
+    monkeypatch: pytest.MonkeyPatch, n_rows: int, n_items: int, chunk_logits: int
+) -> None:
+    monkeypatch.setattr(base, "LOGITS_PER_CHUNK", chunk_logits)  # (300, 50): five chunks of 64 rows
+    generator = torch.Generator().manual_seed(n_rows)
+    hidden = torch.randn(n_rows, 5, dtype=torch.double, generator=generator, requires_grad=True)
+    items = torch.randn(n_items + 1, 5, dtype=torch.double, generator=generator, requires_grad=True)
+    target = torch.randint(1, n_items + 1, (n_rows,), generator=generator)
+    weights = torch.rand(n_rows, dtype=torch.double, generator=generator)
+
+    ours = linear_cross_entropy(hidden, items, target, weights)
+    expected = plain_loss(hidden, items, target, weights)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+    ours_grads = torch.autograd.grad(2.5 * ours, (hidden, items))
+    expected_grads = torch.autograd.grad(2.5 * expected, (hidden, items))
+    for got, want in zip(ours_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert ours_grads[1][0].abs().max() == 0.0  # the padding row never gets a gradient
+
+
+def test_linear_cross_entropy_by_hand_and_without_item_gradients() -> None:
+    # Two items plus padding; hidden . items = logits [_, 0, ln 3]: softmax over items 1, 2 is [1/4, 3/4].
+    hidden = torch.tensor([[1.0]], requires_grad=True)
+    items = torch.tensor([[5.0], [0.0], [float(torch.log(torch.tensor(3.0)))]])
+    loss = linear_cross_entropy(hidden, items, torch.tensor([1]), torch.tensor([2.0]))
+    assert loss.item() == pytest.approx(2.0 * -torch.log(torch.tensor(0.25)).item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, hidden)
+    # d/dh of 2 * (logsumexp - logit_1) = 2 * (E_softmax[item] - item_1) = 2 * (3/4 * ln 3 - 0)
+    assert grad.item() == pytest.approx(2.0 * 0.75 * torch.log(torch.tensor(3.0)).item(), rel=1e-6)
+
+
+def test_dropout_keeps_the_right_share_scaled_and_is_identity_in_eval() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    for p in (0.2, 0.5):
+        y = dropout(x, p, True)
+        kept = y != 0
+        # 3 sigma of a binomial share over 200,000 draws is under 0.003
+        assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.003)
+        assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+        assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased
+    assert dropout(x, 0.5, False) is x and dropout(x, 0.0, True) is x
+    module = Dropout(0.5).eval()
+    assert module(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+
+
+def test_dropout_gradient_is_the_same_mask_and_scale() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(64, 33, requires_grad=True)  # odd element count: the last 16-bit draw is cut
+    y = dropout(x, 0.25, True)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(grad != 0, y != 0)
+    assert torch.allclose(grad[grad != 0], torch.full_like(grad[grad != 0], 1 / 0.75))
+
+
+def test_attention_equals_the_fused_kernel_without_dropout_and_stays_causal_with_it() -> None:
+    torch.manual_seed(2)
+    B, h, L, d = 3, 2, 6, 4
+    q, k, v = (torch.randn(B, h, L, d) for _ in range(3))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    allowed = causal_mask(mask)
+    written_out = (
+        torch.softmax((q @ k.transpose(-2, -1) / d**0.5).masked_fill(~allowed[:, None], float("-inf")), dim=-1) @ v
+    )
+    torch.testing.assert_close(attention(q, k, v, allowed, 0.0), written_out)
+
+    # With dropout, changing keys and values at the last position leaves every earlier output as it was.
+    torch.manual_seed(3)
+    before = attention(q, k, v, allowed, 0.5)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, -1] += 10.0
+    v2[:, :, -1] -= 10.0
+    torch.manual_seed(3)
+    after = attention(q, k2, v2, allowed, 0.5)
+    torch.testing.assert_close(after[:, :, :-1], before[:, :, :-1])
