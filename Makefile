@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: quickstart test lint bench-data bench-speed bench-serve clean
+.PHONY: quickstart test lint bench-data bench-speed bench-peers bench-scaling bench-serve bench-report clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ bench-data: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed_models.py
+
+bench-peers: $(STAMP)
+	$(BIN)/python bench/speed.py
+
+bench-scaling: $(STAMP)
+	$(BIN)/python bench/scaling.py
+
+bench-report: $(STAMP)
+	$(BIN)/python bench/report.py
 
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve.py

@@ -92,6 +92,7 @@ class ModelConfig:
     d: int = 64  # hidden size
     n_blocks: int = 2  # Transformer blocks per encoder (intentrec, sasrec, bert4rec); GRU layers (gru4rec)
     n_heads: int = 2  # attention heads
+    ffn_mult: int = 4  # Transformer feed-forward width as a multiple of d (the SASRec paper and RePlay: 1)
     window_blocks: int = 1  # intentrec V3: blocks of the short-term window encoder
     dropout: float = 0.2
     max_len: int = 50  # interactions of history the model reads
@@ -105,7 +106,7 @@ class ModelConfig:
     mask_prob: float = 0.2  # bert4rec: share of interactions masked for the cloze task
 
     def __post_init__(self) -> None:
-        for name in ("d", "n_blocks", "n_heads", "max_len"):
+        for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:

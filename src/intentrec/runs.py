@@ -58,14 +58,16 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         return Popularity(store.item_popularity)
     if config.kind == "sasrec":
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
-                      dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss)  # fmt: skip
+                      dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
+                      ffn_mult=config.ffn_mult)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
                             max_len=config.max_len, item_loss=config.item_loss)  # fmt: skip
         return GRU4Rec(gru)
     if config.kind == "bert4rec":
         bert = BERT4RecConfig(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
-                              dropout=config.dropout, max_len=config.max_len, mask_prob=config.mask_prob)  # fmt: skip
+                              dropout=config.dropout, max_len=config.max_len, mask_prob=config.mask_prob,
+                              ffn_mult=config.ffn_mult)  # fmt: skip
         return BERT4Rec(bert)
     available = {h.name: h for h in store.heads}
     names = list(available) if config.heads is None else list(config.heads)
@@ -84,6 +86,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         d=config.d,
         n_blocks=config.n_blocks,
         n_heads=config.n_heads,
+        ffn_mult=config.ffn_mult,
         window_blocks=config.window_blocks,
         dropout=config.dropout,
         max_len=config.max_len,

@@ -34,6 +34,7 @@ class BERT4RecConfig:
     d: int = 64
     n_blocks: int = 2
     n_heads: int = 2
+    ffn_mult: int = 4  # feed-forward width as a multiple of d
     dropout: float = 0.2
     max_len: int = 50
     mask_prob: float = 0.2  # share of training interactions replaced by [MASK]
@@ -54,7 +55,7 @@ class BERT4Rec(SequentialModel):
         self.position = nn.Embedding(c.max_len, c.d)
         self.ln = nn.LayerNorm(c.d)
         self.drop = Dropout(c.dropout)
-        self.encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout)
+        self.encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
 
     @property
     def item_embeddings(self) -> torch.Tensor:

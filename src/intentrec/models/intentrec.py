@@ -54,6 +54,7 @@ class IntentRecConfig:
     d: int = 64  # hidden size D
     n_blocks: int = 2  # Transformer blocks per encoder
     n_heads: int = 2  # attention heads
+    ffn_mult: int = 4  # feed-forward width as a multiple of d
     window_blocks: int = 1  # blocks of the short-term window encoder (V3)
     dropout: float = 0.2
     max_len: int = 50
@@ -89,11 +90,11 @@ class IntentRec(SequentialModel):
         self.hierarchical = c.variant in ("V2", "V3")
         self.windowed = c.variant == "V3"
         if self.windowed:
-            self.window = CausalTransformer(c.d, c.window_blocks, c.n_heads, c.dropout)
+            self.window = CausalTransformer(c.d, c.window_blocks, c.n_heads, c.dropout, c.ffn_mult)
         width = c.d * (2 if self.windowed else 1)
         if c.variant != "V0":
             self.intent_in = nn.Sequential(nn.Linear(width, c.d), nn.LayerNorm(c.d))
-            self.intent_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout)
+            self.intent_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
             self.intent_heads = nn.ModuleDict({h.name: nn.Linear(c.d, h.n_classes) for h in c.heads})
         if self.hierarchical:
             self.project = nn.ModuleDict({h.name: nn.Linear(h.n_classes, c.d) for h in c.heads})
@@ -101,7 +102,7 @@ class IntentRec(SequentialModel):
             width += c.d
         if c.variant != "V1":
             self.next_in = nn.Sequential(nn.Linear(width, c.d), nn.LayerNorm(c.d))
-            self.next_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout)
+            self.next_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
 
     @property
     def item_embeddings(self) -> torch.Tensor:
@@ -118,7 +119,8 @@ class IntentRec(SequentialModel):
             short_term = self.window(features, window_mask(mask, batch.window_len))  # (B, L, D)
             parts.append(short_term)
         if c.variant == "V0":
-            hidden = self.next_encoder(self.next_in(torch.cat(parts, -1)), allowed)  # (B, L, D)
+            joined = parts[0] if len(parts) == 1 else torch.cat(parts, -1)  # (B, L, D * parts)
+            hidden = self.next_encoder(self.next_in(joined), allowed)  # (B, L, D)
             return ModelOutput(hidden)
         encoded = self.intent_encoder(self.intent_in(torch.cat(parts, -1)), allowed)  # (B, L, D)
         logits = {name: head(encoded) for name, head in self.intent_heads.items()}  # head -> (B, L, K_f)

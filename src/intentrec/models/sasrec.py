@@ -3,7 +3,8 @@
 SASRec is IntentRec's V0 with item ids and positions only: no side fields, genres or time gaps, and
 no intent heads. Trained with full cross-entropy by default, or, as in the paper (and the S3-Rec
 all-rank table), binary cross-entropy with one sampled negative per position (``item_loss="bce"``).
-Departure: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU).
+Departures: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU), and a
+feed-forward width of 4 d by default (the paper and RePlay: d; ``ffn_mult=1``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def sasrec(
     dropout: float = 0.2,
     max_len: int = 50,
     item_loss: Literal["ce", "bce"] = "ce",
+    ffn_mult: int = 4,
 ) -> IntentRec:
     config = IntentRecConfig(
         n_items=n_items,
@@ -31,6 +33,7 @@ def sasrec(
         d=d,
         n_blocks=n_blocks,
         n_heads=n_heads,
+        ffn_mult=ffn_mult,
         dropout=dropout,
         max_len=max_len,
         use_genres=False,

@@ -1,0 +1,168 @@
+"""Build bench/results/README.md: where we stand against the published numbers, then the plots.
+
+Reads the committed results (accuracy.json, speed.json, scaling.json, serve.json, whichever exist),
+draws accuracy.png and speed.png, and writes the summary. Run it after any benchmark:
+
+    python bench/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from speed_models import RESULTS
+
+# Which of our models answers which published row, and the target it is held to.
+# (data set, published label, our model, target: "within10" of the number, or "at_least" it)
+TARGETS = [
+    ("beauty", "SASRec (BCE)", "sasrec-bce", "within10"),
+    ("toys", "SASRec (BCE)", "sasrec-bce", "within10"),
+    ("lastfm", "SASRec (BCE)", "sasrec-bce", "within10"),
+    ("beauty", "SASRec (sampled softmax)", "sasrec-ce", "at_least"),
+    ("toys", "SASRec (sampled softmax)", "sasrec-ce", "at_least"),
+    ("ml-100k", "SASRec (CE), RePlay 0.22", "sasrec-ce", "at_least"),
+    ("beauty", "WEARec (CE)", "intentrec-v3", "at_least"),
+    ("lastfm", "S3-Rec", "intentrec-v3", "at_least"),
+]
+BEAUTY_NDCG_TARGET = 0.066
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ours(accuracy: dict[str, Any], data: str, model: str) -> tuple[float, float, int] | None:
+    row = accuracy["results"].get(data, {}).get(model)
+    if not row:
+        return None
+    return row["test_hr@10"]["mean"], row["test_ndcg@10"]["mean"], row["seeds"]
+
+
+def verdict(kind: str, value: float, published: float) -> str:
+    if kind == "within10":
+        ok = abs(value - published) <= 0.1 * published
+        return f"{'met' if ok else 'missed'} ({value / published - 1:+.0%})"
+    return f"{'met' if value >= published else 'missed'} ({value / published - 1:+.0%})"
+
+
+def standing(accuracy: dict[str, Any] | None) -> list[str]:
+    lines = [
+        "| data | published row | published NDCG@10 | our model | our NDCG@10 (seeds) | target | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if accuracy is None:
+        return [*lines, "| - | no accuracy results yet | | | | | |"]
+    published = accuracy["published"]
+    for data, label, model, kind in TARGETS:
+        row = next((p for p in published.get(data, []) if p[0] == label), None)
+        if row is None:
+            continue
+        mine = ours(accuracy, data, model)
+        target = "within 10%" if kind == "within10" else "at or above"
+        if mine is None:
+            lines.append(f"| {data} | {label} | {row[2]:.4f} | {model} | not run yet | {target} | - |")
+            continue
+        lines.append(f"| {data} | {label} | {row[2]:.4f} | {model} | {mine[1]:.4f} ({mine[2]}) | {target} | "
+                     f"{verdict(kind, mine[1], row[2])} |")  # fmt: skip
+    beauty = ours(accuracy, "beauty", "intentrec-v3")
+    lines.append(
+        f"| beauty | NDCG@10 >= {BEAUTY_NDCG_TARGET} (7.4% above the best published) | {BEAUTY_NDCG_TARGET} | "
+        f"intentrec-v3 | {'not run yet' if beauty is None else f'{beauty[1]:.4f} ({beauty[2]})'} | at or above | "
+        + ("-" if beauty is None else verdict("at_least", beauty[1], BEAUTY_NDCG_TARGET))
+        + " |"
+    )
+    for data, models in accuracy["results"].items():  # IntentRec against our SASRec-CE on each data set
+        if "intentrec-v3" in models and "sasrec-ce" in models:
+            a, b = ours(accuracy, data, "intentrec-v3"), ours(accuracy, data, "sasrec-ce")
+            assert a is not None and b is not None
+            lines.append(f"| {data} | our SASRec-CE | {b[1]:.4f} | intentrec-v3 | {a[1]:.4f} ({a[2]}) | above | "
+                         f"{verdict('at_least', a[1], b[1])} |")  # fmt: skip
+    return lines
+
+
+def accuracy_plot(accuracy: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [d for d, models in accuracy["results"].items() if models]
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
+    for ax, data in zip(axes[0], sets, strict=True):
+        models = accuracy["results"][data]
+        names = list(models)
+        means = [models[m]["test_ndcg@10"]["mean"] for m in names]
+        stds = [models[m]["test_ndcg@10"]["std"] for m in names]
+        colours = ["tab:orange" if m.startswith("intentrec") else "tab:blue" for m in names]
+        ax.barh(names, means, xerr=stds, color=colours)
+        for label, _hr, ndcg, _source in accuracy["published"].get(data, []):
+            ax.axvline(ndcg, color="grey", linestyle="--", linewidth=1)
+            ax.text(ndcg, len(names) - 0.5, f" {label}", rotation=90, fontsize=7, va="top", color="grey")
+        ax.set(title=f"{data}: test NDCG@10 (mean ± std over seeds)", xlabel="NDCG@10")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def speed_plot(speed: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(speed["results"].values())
+    labels = [r["label"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.6 * len(rows) + 1.6))
+    axes[0].barh(labels, [r["targets_per_second"] for r in rows], color="tab:blue")
+    axes[0].set(xscale="log", xlabel="training targets per second (log)", title="Training throughput, ML-100K")
+    axes[1].barh(labels, [r["peak_rss_mb"] for r in rows], color="tab:green")
+    axes[1].set(xlabel="peak RSS (MB)", title="Peak memory of the process")
+    axes[1].set_yticklabels([])
+    for ax in axes:
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    accuracy, speed, scaling, serve = load("accuracy"), load("speed"), load("scaling"), load("serve")
+    lines = [
+        "# Where intentrec stands",
+        "",
+        "Generated by `python bench/report.py` from the JSON results in this folder; each benchmark's own",
+        "Markdown file has the full tables, the machine and the command. Published numbers are quoted from",
+        "the sources named in issue 4, on exactly the same files (leave-one-out, full ranking).",
+        "",
+        "## Against the published numbers",
+        "",
+        *standing(accuracy),
+        "",
+    ]
+    if speed:
+        lines += ["## Speed and memory against RePlay and RecBole (ML-100K, 2 CPU cores)", ""]
+        lines += [line for line in (RESULTS / "speed.md").read_text().splitlines()[6:] if line.strip()]
+        speed_plot(speed, RESULTS / "speed.png")
+        lines += ["", "![speed](speed.png)", ""]
+    if accuracy:
+        accuracy_plot(accuracy, RESULTS / "accuracy.png")
+        lines += ["## Accuracy per model and data set", "", "Details: [accuracy.md](accuracy.md).", "",
+                  "![accuracy](accuracy.png)", ""]  # fmt: skip
+    if scaling:
+        g = scaling["growth"]
+        lines += ["## Scaling", "", f"Training time per epoch grows as items^{g['epoch_vs_items']:.2f} from "
+                  f"{scaling['train_by_items'][0]['items']:,} to {scaling['train_by_items'][-1]['items']:,} items and "
+                  f"as L^{g['epoch_vs_length']:.2f} in the history length. Details: [scaling.md](scaling.md).", "",
+                  "![scaling](scaling.png)", ""]  # fmt: skip
+    if serve:
+        lines += ["## The service", "", "Load test results: [serve.md](serve.md).", ""]
+    (RESULTS / "README.md").write_text("\n".join(lines))
+    print(f"-> {RESULTS / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Benchmark: how training time and recommendation latency grow with the catalogue and the history length.
+
+SASRec at d 64, 2 blocks, 2 heads, batch 128, full-softmax cross-entropy at every position, on
+synthetic full-length sequences of uniformly drawn items (the cost of a step does not depend on which
+items they are). IntentRec's next-item output is the same tied softmax over the catalogue, so the
+catalogue-dependent part of its cost is the same; its encoders add a constant.
+
+- Training: seconds per epoch of 1,024 sequences against the catalogue size (1K to 1M items, max
+  length 50) and against the maximum length (50 to 200, 10K items), with the share of the step spent
+  in the output softmax (forward and gradient of the fused loss, timed on the step's own hidden states).
+  Large catalogues are timed on fewer batches and scaled to the epoch.
+- Inference: per-user recommendation latency at batch 1 (encoder at every position, scores over the
+  whole catalogue at the last one, top 10): P50/P95/P99, and batched throughput at batch 256.
+
+    python bench/scaling.py                        # about 10 minutes on 2 cores
+    python bench/scaling.py --items 1000 10000 --lengths 50 100
+Results: bench/results/scaling.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from speed_models import RESULTS, machine
+
+EPOCH_SEQUENCES = 1024
+BATCH = 128
+DEFAULT_ITEMS = (1_000, 10_000, 100_000, 1_000_000)
+DEFAULT_LENGTHS = (50, 100, 150, 200)
+LENGTH_SWEEP_ITEMS = 10_000
+
+
+def synthetic_batch(n_items: int, batch: int, max_len: int, generator: torch.Generator) -> Any:
+    """A full-length batch: ``max_len`` items in, the next item as target at every position."""
+    from intentrec.data.batching import Batch
+
+    seq = torch.randint(1, n_items + 1, (batch, max_len + 1), generator=generator)
+    full = torch.ones(batch, max_len, dtype=torch.long)
+    return Batch(
+        users=torch.arange(batch),
+        items=seq[:, :-1],
+        categorical=torch.zeros(batch, max_len, 0, dtype=torch.long),
+        time_gaps=full,
+        window_len=full,
+        mask=full.bool(),
+        target_items=seq[:, 1:],
+        target_weights=torch.ones(batch, max_len),
+        intent_targets={},
+        intent_target_mask={},
+    )
+
+
+def train_point(n_items: int, max_len: int) -> dict[str, Any]:
+    """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step."""
+    from intentrec.models.base import linear_cross_entropy
+    from intentrec.models.sasrec import sasrec
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    work = BATCH * max_len * n_items  # logits per batch
+    timed_batches = max(1, min(EPOCH_SEQUENCES // BATCH, int(4e9 // work)))
+    batches = [synthetic_batch(n_items, BATCH, max_len, generator) for _ in range(timed_batches + 1)]
+    step_seconds, softmax_seconds = [], []
+    for index, batch in enumerate(batches):  # the first batch warms up
+        started = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        loss, _ = model.training_loss(batch)
+        loss.backward()
+        optimiser.step()
+        elapsed = time.perf_counter() - started
+        hidden = model(batch).hidden.detach().reshape(-1, 64).requires_grad_()
+        started = time.perf_counter()
+        linear_cross_entropy(hidden, model.item_embeddings, batch.target_items.reshape(-1),
+                             batch.target_weights.reshape(-1)).backward()  # fmt: skip
+        softmax = time.perf_counter() - started
+        if index:
+            step_seconds.append(elapsed)
+            softmax_seconds.append(softmax)
+    step = statistics.median(step_seconds)
+    return {
+        "items": n_items,
+        "max_len": max_len,
+        "timed_batches": timed_batches,
+        "seconds_per_step": step,
+        "seconds_per_epoch": step * EPOCH_SEQUENCES / BATCH,
+        "softmax_share": min(1.0, statistics.median(softmax_seconds) / step),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def inference_point(n_items: int, max_len: int, repeats: int) -> dict[str, Any]:
+    """Batch-1 latency percentiles and batch-256 throughput of a top-10 recommendation."""
+    from intentrec.models.sasrec import sasrec
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    model = sasrec(n_items, d=64, n_blocks=2, n_heads=2, max_len=max_len).eval()
+
+    def recommend(batch: Any) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.topk(model.item_logits(model(batch).hidden[:, -1]), 10, dim=-1).indices
+
+    one = [synthetic_batch(n_items, 1, max_len, generator) for _ in range(repeats)]
+    for batch in one[:5]:
+        recommend(batch)
+    latencies = []
+    for batch in one:
+        started = time.perf_counter()
+        recommend(batch)
+        latencies.append((time.perf_counter() - started) * 1e3)
+    many = synthetic_batch(n_items, 256, max_len, generator)
+    recommend(many)
+    started, rounds = time.perf_counter(), 0
+    while rounds < 3 or time.perf_counter() - started < 2.0:
+        recommend(many)
+        rounds += 1
+    throughput = 256 * rounds / (time.perf_counter() - started)
+    q = np.percentile(latencies, [50, 95, 99])
+    return {"items": n_items, "max_len": max_len, "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2],
+            "users_per_second_batch_256": throughput}  # fmt: skip
+
+
+def growth(points: list[dict[str, Any]], x: str, y: str) -> float:
+    """Least-squares slope of log y against log x: time grows as x to this power."""
+    xs = np.log([p[x] for p in points])
+    ys = np.log([p[y] for p in points])
+    return float(np.polyfit(xs, ys, 1)[0]) if len(points) > 1 else math.nan
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    items = record["train_by_items"]
+    ax = axes[0]
+    xs = [p["items"] for p in items]
+    ax.loglog(xs, [p["seconds_per_epoch"] for p in items], "o-", label="whole step")
+    ax.loglog(xs, [p["seconds_per_epoch"] * p["softmax_share"] for p in items], "s--", label="output softmax")
+    slope = record["growth"]["epoch_vs_items"]
+    ax.set(xlabel="catalogue size (items)", ylabel=f"seconds per epoch of {EPOCH_SEQUENCES:,} sequences",
+           title=f"Training vs catalogue (max length 50): ~ items^{slope:.2f}")  # fmt: skip
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    lengths = record["train_by_length"]
+    ax = axes[1]
+    ax.plot([p["max_len"] for p in lengths], [p["seconds_per_epoch"] for p in lengths], "o-")
+    slope = record["growth"]["epoch_vs_length"]
+    ax.set(xlabel="maximum history length", ylabel="seconds per epoch",
+           title=f"Training vs length ({LENGTH_SWEEP_ITEMS:,} items): ~ L^{slope:.2f}")  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    infer = record["inference"]
+    ax = axes[2]
+    xs = [p["items"] for p in infer]
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
+        ax.loglog(xs, [p[key] for p in infer], style, label=key.replace("_ms", ""))
+    ax.set(xlabel="catalogue size (items)", ylabel="ms per user (batch 1, top 10)", title="Recommendation latency")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(record: dict[str, Any]) -> str:
+    lines = [
+        "# Scaling: catalogue size, history length, inference latency",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, torch "
+        f"{record['machine']['torch']} ({record['machine']['torch_threads']} threads)  ",
+        f"Date: {record['date']}  ",
+        f"Settings: {record['settings']}",
+        "",
+        "![scaling](scaling.png)",
+        "",
+        f"## Training time against catalogue size (max length 50, epoch = {EPOCH_SEQUENCES:,} sequences)",
+        "",
+        "| items | parameters | s/step (batch 128) | s/epoch | output softmax share | batches timed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in record["train_by_items"]:
+        lines.append(f"| {p['items']:,} | {p['parameters']:,} | {p['seconds_per_step']:.3f} | "
+                     f"{p['seconds_per_epoch']:.2f} | {p['softmax_share']:.0%} | {p['timed_batches']} |")  # fmt: skip
+    lines += ["", f"Measured growth: time per epoch ~ items^{record['growth']['epoch_vs_items']:.2f} over the range.",
+              "", f"## Training time against maximum length ({LENGTH_SWEEP_ITEMS:,} items)", "",
+              "| max length | s/step | s/epoch | output softmax share |", "|---|---|---|---|"]  # fmt: skip
+    for p in record["train_by_length"]:
+        lines.append(f"| {p['max_len']} | {p['seconds_per_step']:.3f} | {p['seconds_per_epoch']:.2f} | "
+                     f"{p['softmax_share']:.0%} |")  # fmt: skip
+    lines += ["", f"Measured growth: time per epoch ~ L^{record['growth']['epoch_vs_length']:.2f} over the range.",
+              "", "## Recommendation latency (max length 50, top 10 over the whole catalogue)", "",
+              "| items | P50 ms | P95 ms | P99 ms | users/s at batch 256 |", "|---|---|---|---|---|"]  # fmt: skip
+    for p in record["inference"]:
+        lines.append(f"| {p['items']:,} | {p['p50_ms']:.2f} | {p['p95_ms']:.2f} | {p['p99_ms']:.2f} | "
+                     f"{p['users_per_second_batch_256']:,.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--items", nargs="*", type=int, default=list(DEFAULT_ITEMS))
+    parser.add_argument("--lengths", nargs="*", type=int, default=list(DEFAULT_LENGTHS))
+    parser.add_argument("--repeats", type=int, default=200, help="batch-1 requests per catalogue size")
+    parser.add_argument("--out", default=str(RESULTS / "scaling"), help="results path without extension")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    by_items = []
+    for n_items in args.items:
+        by_items.append(train_point(n_items, 50))
+        p = by_items[-1]
+        print(f"train {n_items:>9,} items, L 50: {p['seconds_per_epoch']:.2f} s/epoch, "
+              f"softmax {p['softmax_share']:.0%}", flush=True)  # fmt: skip
+    by_length = []
+    for max_len in args.lengths:
+        by_length.append(train_point(LENGTH_SWEEP_ITEMS, max_len))
+        p = by_length[-1]
+        print(f"train {LENGTH_SWEEP_ITEMS:,} items, L {max_len}: {p['seconds_per_epoch']:.2f} s/epoch", flush=True)
+    inference = []
+    for n_items in args.items:
+        inference.append(inference_point(n_items, 50, args.repeats))
+        p = inference[-1]
+        print(f"infer {n_items:>9,} items: P50 {p['p50_ms']:.2f} ms, P99 {p['p99_ms']:.2f} ms, "
+              f"{p['users_per_second_batch_256']:,.0f} users/s at batch 256", flush=True)  # fmt: skip
+
+    record = {
+        "benchmark": "scaling",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python bench/scaling.py " + " ".join(sys.argv[1:]),
+        "machine": machine("cpu"),
+        "settings": "SASRec d 64, 2 blocks, 2 heads, dropout 0.2, batch 128, full-softmax CE at every position, "
+        "synthetic full-length sequences of uniform items",
+        "train_by_items": by_items,
+        "train_by_length": by_length,
+        "inference": inference,
+        "growth": {
+            "epoch_vs_items": growth(by_items, "items", "seconds_per_epoch"),
+            "epoch_vs_length": growth(by_length, "max_len", "seconds_per_epoch"),
+        },
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report(record))
+    plot(record, out.with_suffix(".png"))
+    print(f"-> {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
