@@ -16,14 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from peer_common import peak_rss_mb
 
 
 def main() -> None:

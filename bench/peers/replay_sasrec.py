@@ -14,14 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from peer_common import peak_rss_mb
 
 
 def main() -> None:
