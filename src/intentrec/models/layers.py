@@ -44,9 +44,11 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout, as ``F.dropout``, with the keep mask drawn from uniform 16-bit integers (four per
     64-bit draw), so ``p`` is applied at a resolution of 1/65,536. On CPU this is about 10x faster than
     the Bernoulli sampler ``F.dropout`` uses, which was the largest single cost of a training step at
-    d = 64 (bench/speed.py)."""
+    d = 64 (bench/speed.py). Elsewhere (CUDA's sampler is fused and fast) this is ``F.dropout``."""
     if not training or p == 0.0:
         return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
     n = x.numel()
     # [-2**63, 2**63 - 1): every 64-bit pattern but one, so each 16-bit quarter is uniform to 1 part in 2**48
     draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
@@ -72,11 +74,11 @@ class Dropout(nn.Module):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, p: float) -> torch.Tensor:
     """Scaled dot-product attention of (B, h, L, D/h) tensors where ``allowed`` (B, L, L) is True, with
-    dropout ``p`` on the attention probabilities. Without dropout this is PyTorch's fused kernel; with it,
-    the same arithmetic written out so that the mask comes from `dropout` (PyTorch's CPU kernel falls
-    back to this very computation, with the slow sampler)."""
-    if p == 0.0:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+    dropout ``p`` on the attention probabilities. Without dropout, or off the CPU, this is PyTorch's fused
+    kernel; with dropout on the CPU, the same arithmetic written out so that the mask comes from
+    `dropout` (PyTorch's CPU kernel falls back to this very computation, with the slow sampler)."""
+    if p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], dropout_p=p)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, L, L)
     scores = scores.masked_fill(~allowed[:, None], float("-inf"))
     return dropout(scores.softmax(dim=-1), p, True) @ v  # (B, h, L, D/h)
