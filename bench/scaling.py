@@ -218,7 +218,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="batch-1 requests per catalogue size")
     parser.add_argument("--out", default=str(RESULTS / "scaling"), help="results path without extension")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
 
     by_items = []
     for n_items in args.items:
