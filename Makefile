@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: quickstart test lint bench-data bench-speed bench-peers bench-scaling bench-serve bench-report clean
+.PHONY: quickstart test lint bench-data bench-speed bench-peers bench-scaling bench-serve bench-insights bench-report clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-report: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve.py
+
+bench-insights: $(STAMP)
+	$(BIN)/python bench/insights.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

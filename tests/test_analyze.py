@@ -24,7 +24,7 @@ d = 32
 max_len = 30
 
 [train]
-epochs = 6
+epochs = 20
 batch_size = 32
 lr = 0.005
 """
@@ -53,15 +53,25 @@ def test_analyze_writes_segments_plots_and_a_report(run_dir: Path, tmp_path: Pat
     users = pl.read_parquet(tmp_path / "user_segments.parquet")
     assert users.columns == ["user", "segment", "x", "y"] and users.height == 300
     assert users["x"].is_finite().all()
-    # the planted archetypes are recovered better than chance (adjusted Rand index 0 = chance)
+    # The planted archetypes are recovered (adjusted Rand index: 1 = exactly, 0 = chance). A 20-epoch
+    # model of 300 users measured 0.42 (the full quick-start world: 0.53 at K = 10, 0.61 at K = 6).
     archetypes = result["archetypes"]
-    assert archetypes["adjusted_rand_index"] > 0.05
+    assert result["features"] == "profile" and archetypes["archetypes"] == 6
+    assert archetypes["adjusted_rand_index"] == archetypes["by_features"]["profile"]["k=6"]
+    assert archetypes["adjusted_rand_index"] >= 0.35
+    # the intent profile separates behaviour better than the raw embedding, which mostly encodes genre
+    assert archetypes["adjusted_rand_index"] > archetypes["by_features"]["embedding"]["k=6"]
     assert sum(sum(c.values()) for c in archetypes["crosstab"].values()) == 300
     ceiling = archetypes["ceiling_from_true_parameters"]
-    assert ceiling["parameters"] == ["p_continue", "p_discover", "p_rewatch", "sessions"]
-    assert 0 < ceiling["k=6"] <= 1
+    assert ceiling["columns"] == [
+        "p_continue", "p_discover", "p_rewatch", "p_series", "p_new", "p_evergreen", "top_genre_share", "sessions",
+        "session_length",
+    ]  # fmt: skip
+    observed = archetypes["ceiling_from_observed_sessions"]
+    # the segments cannot beat an observer of the true intents, who cannot beat the parameters
+    assert archetypes["adjusted_rand_index"] < observed["k=6"] < ceiling["k=6"] <= 1
     report = (tmp_path / "report.md").read_text()
-    assert "adjusted Rand index" in report and "segments_map.png" in report
+    assert "adjusted Rand index" in report and "segments_map.png" in report and "ideal observer" in report
     assert json.loads((tmp_path / "segments.json").read_text())["k"] == 6
 
 
@@ -86,7 +96,7 @@ def test_explain_names_the_driver_and_the_events(run_dir: Path, capsys: pytest.C
 def test_analyze_needs_intent_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write(
         tmp_path / "s.toml",
-        SMALL.replace("[model]\n", "[model]\nkind = 'sasrec'\n").replace("epochs = 6", "epochs = 1"),
+        SMALL.replace("[model]\n", "[model]\nkind = 'sasrec'\n").replace("epochs = 20", "epochs = 1"),
     )
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()

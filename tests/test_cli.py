@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from intentrec.cli import main
+from intentrec.runs import load_run
 from tests.conftest import write
 
 
@@ -87,7 +88,9 @@ def test_quickstart_trains_both_models_and_writes_a_report(tmp_path: Path, capsy
     assert set(results["models"]) == {"SASRec", "IntentRec"}
     truth = results["models"]["IntentRec"]["true_intents"]
     assert set(truth) == {"action", "genre", "format", "recency"}
-    assert all(t["targets"] == 80 for t in truth.values()), "every test target is matched to its true session"
+    targets = len(load_run(out / "runs" / "intentrec").store.targets("test"))  # users with at least 3 events
+    assert targets >= 75
+    assert all(t["targets"] == targets for t in truth.values()), "every test target is matched to its true session"
     assert all(0 <= t["majority_accuracy"] <= 1 and 0 <= t["bayes_accuracy"] <= 1 for t in truth.values())
     report = (out / "report" / "report.md").read_text()
     assert "| head | observed label | true intent |" in report

@@ -55,11 +55,12 @@ def test_evaluate_json(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert set(result["intents"]) == {"action", "genre", "format", "recency"}
     assert {"accuracy", "macro_f1"} <= set(result["intents"]["action"])
     assert {"auc", "recall@3"} <= set(result["intents"]["genre"])
-    assert result["targets"] == 80
+    targets = len(load_run(run_dir).store.targets("test"))  # one per user with at least 3 events
+    assert 75 <= targets <= 80 and result["targets"] == targets
     slices = result["by_activity"]
-    assert sum(slices[k]["targets"] for k in ("light", "medium", "heavy")) == 80
+    assert sum(slices[k]["targets"] for k in ("light", "medium", "heavy")) == targets
     weighted = sum(slices[k]["hr@10"] * slices[k]["targets"] for k in slices if slices[k]["targets"])
-    assert weighted / 80 == pytest.approx(result["hr@10"])
+    assert weighted / targets == pytest.approx(result["hr@10"])
     assert main(["evaluate", str(run_dir), "--split", "valid"]) == 0
     text = capsys.readouterr().out
     assert "ndcg@10" in text and "heavy" in text and "intent genre auc" in text

@@ -235,12 +235,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.k < 2:
         raise UsageError(f"--k must be at least 2, got {args.k}")
-    result = analyze(load_run(Path(args.run_dir)), Path(args.out), k=args.k, seed=args.seed)
+    result = analyze(load_run(Path(args.run_dir)), Path(args.out), k=args.k, seed=args.seed, features=args.features)
     print(f"{result['users']:,} users in {len(result['segments'])} segments -> {args.out}/report.md")
     for segment in sorted(result["segments"], key=lambda s: -s["size"]):
         print(f"  {segment['size']:>6,}  {segment['description']}")
     if "archetypes" in result:
-        print(f"adjusted Rand index against the planted archetypes: {result['archetypes']['adjusted_rand_index']:.3f}")
+        a, n = result["archetypes"], result["archetypes"]["archetypes"]
+        print(
+            f"adjusted Rand index against the {n} planted archetypes: {a['adjusted_rand_index']:.3f} "
+            f"(at K={n}: {a['by_features'][args.features][f'k={n}']:.3f})"
+        )
     return 0
 
 
@@ -393,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", required=True)
     p.add_argument("--k", type=int, default=10, help="number of segments (k-means++)")
+    p.add_argument(
+        "--features",
+        choices=("profile", "embedding"),
+        default="profile",
+        help="cluster on the intent profile (predicted intents, genre concentration, head weights, activity) "
+        "or on the raw intent embedding",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)
 

@@ -80,6 +80,11 @@ def test_archetypes_behave_differently(world) -> None:  # type: ignore[no-untype
     )
     rewatch = dict(labels.group_by("archetype").agg((pl.col("intent_action") == 2).mean()).iter_rows())
     assert rewatch["rewatcher"] > 2 * rewatch["explorer"]
+    # a new-release chaser's wish for new titles shows in what they watch (intent_recency 0 = new)
+    new = dict(labels.group_by("archetype").agg((pl.col("intent_recency") == 0).mean()).iter_rows())
+    assert new["new_release_chaser"] > 0.2 and new["new_release_chaser"] > 3 * new["explorer"]
+    # every parameter that tells archetypes apart is in the ground truth
+    assert {"p_series", "p_new", "p_evergreen", "top_genre_share", "session_length"} <= set(world.users.columns)
 
 
 def test_written_world_is_readable_without_ground_truth(tmp_path: Path, world) -> None:  # type: ignore[no-untyped-def]

@@ -20,10 +20,11 @@ preferred device most of the time. Each session draws one latent intent:
 
 * action from the user's action distribution, with impossible values moved to "discover" (no series
   in progress: no continue; nothing watched yet: no rewatch);
-* genre from a mix of "same genre as my last session" (stickiness) and the current taste; a
-  continue session's genre is its series' genre;
-* format from the user's format distribution (continue: series);
-* recency from the user's recency distribution.
+* recency from the user's recency distribution;
+* genre from a mix of "same genre as my last session" (stickiness) and the current taste, restricted,
+  for a discover session that wants something new or recent, to genres with a title released in that
+  window; a continue session's genre is its series' genre;
+* format from the user's format distribution (continue: series).
 
 The distribution each intent was drawn from is stored with the session, so the Bayes accuracy (the
 best any model could do knowing the generator's state) is known: ``mean(max p)``.
@@ -32,7 +33,10 @@ best any model could do knowing the generator's state) is known: ``mean(max p)``
 intent and picks a popular released title; otherwise it follows the intent: continue plays the next
 episode of the series in progress; rewatch replays something watched, of the session genre if
 possible; discover picks an unwatched released title matching genre, format and recency, by
-popularity (relaxing recency, then format, then genre when nothing matches). The watch fraction
+popularity. A session that wants something new or recent draws its genre from the genres with
+titles released in that window (few genres have a new title at any moment); when nothing matches, it
+relaxes format before recency, an "evergreen" session recency before format. Nothing left: a popular
+title (counted as noise). The watch fraction
 (the engagement weight) is higher for intent-driven events than for noise.
 
 Written files: ``interactions.parquet`` (user, item, timestamp, weight, device, session),
@@ -83,12 +87,12 @@ class Archetype:
 
 
 ARCHETYPES: dict[str, Archetype] = {
-    "binger": Archetype((0.65, 0.30, 0.05), (0.15, 0.85), (0.15, 0.25, 0.60), 0.6, 22, 4.5, 0.18),
-    "explorer": Archetype((0.08, 0.87, 0.05), (0.55, 0.45), (0.20, 0.30, 0.50), 4.0, 18, 2.5, 0.18),
-    "new_release_chaser": Archetype((0.20, 0.75, 0.05), (0.50, 0.50), (0.70, 0.22, 0.08), 1.0, 16, 2.0, 0.16),
-    "rewatcher": Archetype((0.12, 0.28, 0.60), (0.65, 0.35), (0.05, 0.15, 0.80), 0.8, 16, 2.0, 0.14),
-    "genre_enthusiast": Archetype((0.25, 0.65, 0.10), (0.50, 0.50), (0.15, 0.25, 0.60), 0.12, 16, 3.0, 0.16),
-    "casual": Archetype((0.25, 0.62, 0.13), (0.65, 0.35), (0.20, 0.30, 0.50), 1.0, 5, 1.5, 0.18),
+    "binger": Archetype((0.75, 0.20, 0.05), (0.10, 0.90), (0.15, 0.25, 0.60), 0.8, 22, 4.5, 0.18),
+    "explorer": Archetype((0.05, 0.90, 0.05), (0.55, 0.45), (0.20, 0.30, 0.50), 5.0, 20, 2.5, 0.18),
+    "new_release_chaser": Archetype((0.15, 0.80, 0.05), (0.50, 0.50), (0.75, 0.20, 0.05), 1.0, 16, 2.0, 0.16),
+    "rewatcher": Archetype((0.10, 0.20, 0.70), (0.65, 0.35), (0.05, 0.15, 0.80), 0.8, 16, 2.0, 0.14),
+    "genre_enthusiast": Archetype((0.20, 0.70, 0.10), (0.50, 0.50), (0.15, 0.25, 0.60), 0.08, 16, 3.0, 0.16),
+    "casual": Archetype((0.20, 0.70, 0.10), (0.65, 0.35), (0.20, 0.30, 0.50), 1.0, 4, 1.3, 0.18),
 }
 
 
@@ -107,7 +111,7 @@ class WorldConfig:
     noise: float = 0.15  # probability an event ignores the session intent
     genre_stickiness: float = 0.35  # probability a session keeps the previous session's genre
     drift: float = 0.5  # how far genre taste moves from its first to its second draw by the end
-    user_spread: float = 12.0  # Dirichlet concentration around the archetype means (higher: closer)
+    user_spread: float = 30.0  # Dirichlet concentration around the archetype means (higher: closer)
 
     def __post_init__(self) -> None:
         if self.users < 1:
@@ -217,8 +221,12 @@ def generate(cfg: WorldConfig | None = None) -> World:
     p_cols.update({f"p_recency_{r}": [] for r in RECENCY})
     p_cols.update({f"p_genre_{g}": [] for g in GENRES})
     user_rows: dict[str, list] = {
-        k: [] for k in ("user", "archetype", "top_genre", "p_continue", "p_discover", "p_rewatch", "sessions")
-    }
+        k: []
+        for k in (
+            "user", "archetype", "top_genre", "p_continue", "p_discover", "p_rewatch", "p_series", "p_new",
+            "p_evergreen", "top_genre_share", "sessions", "session_length",
+        )
+    }  # fmt: skip
 
     def pick(titles: tuple[list[int], list[int], list[float]], lo_ts: int, hi_ts: int, watched: set[int]) -> int:
         ids, releases, cum = titles
@@ -244,6 +252,7 @@ def generate(cfg: WorldConfig | None = None) -> World:
         taste_a = rng.dirichlet(np.full(len(GENRES), arch.genre_concentration))
         taste_b = rng.dirichlet(np.full(len(GENRES), arch.genre_concentration))
         n_sessions = 1 + rng.poisson(arch.sessions * rng.lognormal(0.0, 0.4))
+        session_length = arch.session_length * rng.lognormal(0.0, 0.25)  # mean events per session
         days = np.sort(rng.random(n_sessions)) * cfg.days
         user = str(u + 1)
         user_rows["user"].append(user)
@@ -252,7 +261,12 @@ def generate(cfg: WorldConfig | None = None) -> World:
         user_rows["p_continue"].append(float(p_action[0]))
         user_rows["p_discover"].append(float(p_action[1]))
         user_rows["p_rewatch"].append(float(p_action[2]))
+        user_rows["p_series"].append(float(p_format[1]))
+        user_rows["p_new"].append(float(p_recency[0]))
+        user_rows["p_evergreen"].append(float(p_recency[2]))
+        user_rows["top_genre_share"].append(float(taste_a.max()))
         user_rows["sessions"].append(int(n_sessions))
+        user_rows["session_length"].append(float(session_length))
 
         watched: set[int] = set()  # titles
         watched_items: list[int] = []
@@ -275,6 +289,7 @@ def generate(cfg: WorldConfig | None = None) -> World:
                 pa[1] += pa[2]
                 pa[2] = 0.0
             action = _draw(py, pa)
+            recency = _draw(py, p_recency)
             if action == 0:
                 series_title = in_progress[-1]
                 genre = int(cat["primary"][series_title])
@@ -288,10 +303,17 @@ def generate(cfg: WorldConfig | None = None) -> World:
                     pg[last_genre] += cfg.genre_stickiness
                 else:
                     pg = taste.copy()
+                if action == 1 and recency != 2:  # something new: the genre comes from what is new now
+                    newest, oldest = recency_window[recency]
+                    fresh = np.array([
+                        any(_released(index[(g, f)][1], t - newest * DAY, t - oldest * DAY) for f in range(2))
+                        for g in range(len(GENRES))
+                    ])  # fmt: skip
+                    if (pg * fresh).sum() > 0:
+                        pg = pg * fresh / (pg * fresh).sum()
                 genre = _draw(py, pg)
                 pf = p_format
                 fmt = _draw(py, pf)
-            recency = _draw(py, p_recency)
             device = int(preferred_device[u]) if py.random() < 0.8 else py.randrange(len(DEVICES))
             session_id += 1
             sess["session"].append(session_id)
@@ -308,7 +330,7 @@ def generate(cfg: WorldConfig | None = None) -> World:
                     p_cols[f"p_{prefix}_{value}"].append(float(probability))
             last_genre = genre
 
-            length = 1 + _poisson(py, arch.session_length - 1)
+            length = 1 + _poisson(py, session_length - 1)
             followed = 0
             for _ in range(length):
                 noisy = py.random() < cfg.noise
@@ -322,7 +344,10 @@ def generate(cfg: WorldConfig | None = None) -> World:
                         item = py.choice(same) if same else py.choice(watched_items)
                     else:
                         newest, oldest = recency_window[recency]
-                        for want_format, by_recency in ((fmt, True), (fmt, False), (1 - fmt, False)):
+                        tries = [(fmt, True), (fmt, False), (1 - fmt, False)]
+                        if recency != 2:  # few titles are new in one genre and format: recency outranks format
+                            tries.insert(1, (1 - fmt, True))
+                        for want_format, by_recency in tries:
                             lo_ts = t - newest * DAY if by_recency else 0
                             hi_ts = t - oldest * DAY if by_recency else t
                             title = pick(index[(genre, want_format)], lo_ts, hi_ts, watched)
@@ -375,6 +400,11 @@ def generate(cfg: WorldConfig | None = None) -> World:
     sessions = pl.DataFrame({**sess, **p_cols}).with_columns(pl.col("session").cast(pl.String))
     users = pl.DataFrame(user_rows)
     return World(interactions, items, sessions, users, cfg)
+
+
+def _released(releases: list[int], lo_ts: int, hi_ts: int) -> bool:
+    """Whether any title of a release-sorted list came out in [lo_ts, hi_ts]."""
+    return bisect.bisect_right(releases, hi_ts) > bisect.bisect_left(releases, lo_ts)
 
 
 def _draw(py: random.Random, probabilities: np.ndarray) -> int:
