@@ -8,8 +8,8 @@ as soon as the previous one is answered, for a fixed time after a warm-up.
 Scenarios: the home page (6 rows x 10 items) with 16 clients, "up next" with 16 clients, the home
 page while another client posts events, and overload (200 clients against ``--max-inflight 64``).
 Reported: P50/P95/P99 latency (ms), throughput (requests/s), status codes, fallback answers, server
-peak RSS, and the mean forward-pass batch size from the service's own /metrics. The load generator
-runs on the same machine and competes with the service for its cores. Results:
+peak RSS (all its processes), and the mean forward-pass batch size from the service's own /metrics.
+The load generator runs on the same machine and competes with the service for its cores. Results:
 bench/results/serve.{json,md}.
 
     python bench/serve.py                      # both models, every scenario
@@ -68,9 +68,19 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", text)
-    return int(match.group(1)) / 1024 if match else float("nan")
+    """Resident memory of ``pid`` and all its descendants (the worker processes of --workers N)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        match = re.search(r"VmRSS:\s+(\d+) kB", text)
+        total += int(match.group(1)) / 1024 if match else 0.0
+        pending += [int(c) for c in children]
+    return total
 
 
 class Peak(threading.Thread):
@@ -208,7 +218,8 @@ def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dic
     port = free_port()
     db = Path(tempfile.mkdtemp()) / "events.db"
     command = [sys.executable, "-m", "intentrec.cli", "serve", str(run), "--port", str(port), "--db", str(db),
-               "--threads", str(args.threads), "--max-inflight", "64", "--seed", "0"]  # fmt: skip
+               "--threads", str(args.threads), "--workers", str(args.workers), "--max-inflight", "64",
+               "--seed", "0"]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -221,6 +232,12 @@ def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dic
             if server.poll() is not None:
                 raise RuntimeError(f"the service exited: {server.stdout.read() if server.stdout else ''}")
             time.sleep(0.1)
+        processes: set[int] = set()  # /readyz answers when one process is up: wait for every one of them
+        deadline = time.monotonic() + 300
+        while len(processes) < args.workers:
+            processes.add(httpx.get(f"{base}/v1/model", timeout=5).json()["process"])  # a fresh connection each
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(processes)} of {args.workers} service processes answered")
         idle_rss = rss_mb(server.pid)
         peak = Peak(server.pid)
         peak.start()
@@ -278,7 +295,12 @@ def write_report(results: dict[str, Any], command: str, args: argparse.Namespace
             "torch": torch.__version__,
             "cpu_count": os.cpu_count(),
         },
-        "settings": {"seconds": args.seconds, "warmup": args.warmup, "torch_threads": args.threads},
+        "settings": {
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "torch_threads": args.threads,
+            "workers": args.workers,
+        },
         "targets": TARGETS,
         "results": results,
     }
@@ -293,8 +315,8 @@ def write_report(results: dict[str, Any], command: str, args: argparse.Namespace
         f"Date: {record['date']}  ",
         f"Closed-loop clients (paced: exponential think time, 200 requests/s offered in all), "
         f"{args.seconds:g} s measured after {args.warmup:g} s of warm-up; service "
-        f"`--threads {args.threads} --max-inflight 64`. Targets: home P95 <= 25 ms and P99 <= 50 ms at 16 "
-        "clients, up next P95 <= 10 ms.",
+        f"`--workers {args.workers} --threads {args.threads} --max-inflight 64`. Targets: home P95 <= 25 ms and "
+        "P99 <= 50 ms at 16 clients, up next P95 <= 10 ms.",
         "",
         "| model | scenario | clients | req/s | P50 ms | P95 ms | P99 ms | status | fallbacks |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -319,7 +341,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these scenarios (default: all)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the service")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per service process")
+    parser.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="service processes (default: 2, the cores)"
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("INTENTREC_SHARED_DATA", str(REPO.parent / "shared" / "data"))

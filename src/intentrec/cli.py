@@ -271,11 +271,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import os
+    import shutil
+    import tempfile
+
     import torch
     import uvicorn
 
-    from intentrec.serve.app import ADMIN_TOKEN_VARIABLE, create_app
+    from intentrec.serve.app import ADMIN_TOKEN_VARIABLE, MULTIPROCESS_VARIABLE, SERVE_VARIABLE, create_app
     from intentrec.serve.engine import ServeSettings
+    from intentrec.serve.workers import reuse_port_supported, serve_workers
 
     if not Path(args.run_dir).is_dir():
         raise UsageError(f"{args.run_dir}: no such run folder")
@@ -283,8 +290,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--exploration must be between 0 and 0.5, got {args.exploration}")
     if not 0 <= args.diversity <= 1:
         raise UsageError(f"--diversity must be between 0 and 1, got {args.diversity}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     settings = ServeSettings(
         exploration=args.exploration,
         diversity=args.diversity,
@@ -292,13 +299,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exclude_seen=not args.keep_seen,
         seed=args.seed,
     )
+    admin = "enabled" if os.environ.get(ADMIN_TOKEN_VARIABLE) else f"disabled (set {ADMIN_TOKEN_VARIABLE})"
+    where = f"http://{args.host}:{args.port}; events and deletions in {args.db}; admin endpoints {admin}"
+    if args.workers > 1:  # N processes, each builds its app from the environment (intentrec.serve.workers)
+        metrics_dir = tempfile.mkdtemp(prefix="intentrec-metrics-")
+        os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
+        os.environ[SERVE_VARIABLE] = json.dumps({
+            "run_dir": str(Path(args.run_dir).resolve()),
+            "db": str(Path(args.db).resolve()),
+            "settings": dataclasses.asdict(settings),
+            "max_inflight": -(-args.max_inflight // args.workers),  # the bound is shared out
+            "threads": args.threads,
+        })  # fmt: skip
+        print(f"serving {args.run_dir} with {args.workers} worker processes on {where}", flush=True)
+        try:
+            if reuse_port_supported():
+                return serve_workers(args.workers, args.host, args.port, args.log_level)
+            uvicorn.run("intentrec.serve.app:app_from_environment", factory=True, workers=args.workers,
+                        host=args.host, port=args.port, log_level=args.log_level, access_log=False)  # fmt: skip
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     app = create_app(args.run_dir, db=args.db, settings=settings, max_inflight=args.max_inflight)
     engine = app.state.engine
-    admin = (
-        "enabled" if __import__("os").environ.get(ADMIN_TOKEN_VARIABLE) else f"disabled (set {ADMIN_TOKEN_VARIABLE})"
-    )
-    print(f"serving {engine.current.id} ({engine.current.kind}, {engine.current.catalogue.n_items:,} items) "
-          f"on http://{args.host}:{args.port}; events and deletions in {args.db}; admin endpoints {admin}",
+    print(f"serving {engine.current.id} ({engine.current.kind}, {engine.current.catalogue.n_items:,} items) on {where}",
           flush=True)  # fmt: skip
     if engine.current.error:
         print(f"warning: model not loaded, answering from the fallback: {engine.current.error}", flush=True)
@@ -425,7 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight", type=int, default=64, help="concurrent requests before 503 + Retry-After")
     p.add_argument("--keep-seen", action="store_true", help="let discovery rows show items the user has seen")
     p.add_argument("--seed", type=int, help="exploration random seed")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (default: torch's choice)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="service processes behind the port (one per core is fastest; each loads the model; they share "
+        "the store, deletions, model reloads and metrics)",
+    )
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_serve)
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -439,6 +443,75 @@ def test_reload_and_rollback_switch_model_versions(run_dir: Path, tmp_path: Path
         back = c.post("/v1/admin/rollback", headers=ADMIN).json()
         assert back["serving"]["loaded_at"] == first["loaded_at"]
         assert c.get(f"/v1/users/{users_of(run_dir)[0]}/next").json()["model_version"] == first["version"]
+
+
+# -- several processes ----------------------------------------------------------------------------
+
+
+def test_processes_sharing_a_store_share_deletions_and_the_serving_version(run_dir: Path, tmp_path: Path) -> None:
+    """Two apps on one store stand for two worker processes (each has its own SQLite connection)."""
+    second = shutil.copytree(run_dir, tmp_path / "second")
+    db = tmp_path / "e.db"
+    user, other = users_of(run_dir)[:2]
+    with client(run_dir, db) as a, client(run_dir, db) as b:
+        assert b.get(f"/v1/users/{user}/intent").json()["history_length"] > 0
+        assert a.delete(f"/v1/users/{user}", headers=ADMIN).status_code == 200
+        body = b.get(f"/v1/users/{user}/intent").json()
+        assert (body["history_length"], body["source"]) == (0, "fallback"), "the deletion reached the other process"
+        first = b.get("/v1/model").json()["serving"]["version"]
+        new = a.post("/v1/admin/reload", headers=ADMIN, json={"run_dir": str(second)}).json()["serving"]["version"]
+        assert new != first
+        deadline = time.monotonic() + 60  # the other process loads the new version on a thread
+        while b.get("/v1/model").json()["serving"]["version"] != new:
+            assert time.monotonic() < deadline, "the reload never reached the other process"
+            time.sleep(0.05)
+        assert b.get(f"/v1/users/{other}/next").json()["model_version"] == new
+        assert a.post("/v1/admin/rollback", headers=ADMIN).status_code == 200
+        model = b.get("/v1/model").json()
+        assert (model["serving"]["version"], model["previous"]) == (first, new), "a rollback is immediate"
+    # a restart serves what its command line names, and keeps the deletion
+    with client(second, db) as c:
+        assert c.get("/v1/model").json()["serving"]["version"] == new
+        assert c.get(f"/v1/users/{user}/intent").json()["history_length"] == 0
+
+
+def test_serve_with_worker_processes(run_dir: Path, tmp_path: Path) -> None:
+    """``intentrec serve --workers 2``: every answer right whichever process takes it, one metrics view."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "INTENTREC_ADMIN_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "intentrec.cli", "serve", str(run_dir), "--workers", "2", "--port", str(port),
+               "--db", str(tmp_path / "e.db"), "--threads", "1"]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service never became ready"
+            time.sleep(0.2)
+        processes = {httpx.get(f"{base}/v1/model").json()["process"] for _ in range(40)}
+        assert len(processes) == 2, "fresh connections reach both processes"
+        user = users_of(run_dir)[3]
+        for _ in range(12):  # a fresh connection each: the kernel hands them to either process
+            body = httpx.get(f"{base}/v1/users/{user}/home").json()
+            assert body["source"] == "model" and len(body["rows"]) == 6
+        assert httpx.delete(f"{base}/v1/users/{user}", headers=ADMIN).status_code == 200
+        for _ in range(12):
+            assert httpx.get(f"{base}/v1/users/{user}/intent").json()["history_length"] == 0
+        text = httpx.get(f"{base}/metrics").text
+        served = [line for line in text.splitlines() if line.startswith("intentrec_requests_total{")]
+        home = sum(float(line.rsplit(" ", 1)[1]) for line in served if 'surface="home"' in line)
+        assert home == 12, "the metrics count every process's requests"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 # -- validation -----------------------------------------------------------------------------------

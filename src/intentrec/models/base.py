@@ -8,6 +8,7 @@ loss and a dictionary of its named parts.
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ class SequentialModel(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        for tensor in (*self.parameters(), *self.buffers()):
+        for tensor in itertools.chain(self.parameters(), self.buffers()):  # the first one: not all of them
             return tensor.device
         return torch.device("cpu")
 

@@ -18,6 +18,11 @@ Operations: ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus). Ad
 need ``Authorization: Bearer <token>`` matching ``INTENTREC_ADMIN_TOKEN``; with no token configured they
 are disabled. Past ``max_inflight`` concurrent requests the service answers 503 with ``Retry-After``
 instead of queueing without bound.
+
+Several processes: ``intentrec serve --workers N`` runs N copies behind one port (uvicorn's
+supervisor); each builds its app with `app_from_environment`. They share the event store, and
+through it deletions and the serving model version (an admin reload or rollback in one reaches the
+others at their next request; `Engine.sync`), and one Prometheus registry (its multiprocess mode).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +49,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -50,15 +57,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from intentrec.serve.engine import Answer, Engine, ServeSettings
 from intentrec.serve.events import Event, EventStore, SQLiteEventStore
 
-__all__ = ["ADMIN_TOKEN_VARIABLE", "create_app"]
+__all__ = ["ADMIN_TOKEN_VARIABLE", "SERVE_VARIABLE", "app_from_environment", "create_app"]
 
 log = logging.getLogger(__name__)
 
 ADMIN_TOKEN_VARIABLE = "INTENTREC_ADMIN_TOKEN"
+SERVE_VARIABLE = "INTENTREC_SERVE"  # JSON: create_app's arguments for each worker process (--workers N)
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # set: the processes share their metrics there
 MAX_EVENTS = 1000
 ID = r"^[^\x00-\x1f\x7f]+$"  # any printable text; ids are compared as strings
 UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID, description="the user's id")]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON written by orjson (the read surfaces' answers are large; the standard library was 5% of a
+    home page's time). Floats are finite by construction: scores are rounded finite values."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class EventIn(BaseModel):
@@ -95,7 +112,9 @@ class Metrics:
         )
         self.fallbacks = Counter("intentrec_fallbacks", "answers from the fallback", ["surface", "reason"], registry=r)
         self.rejected = Counter("intentrec_rejected", "requests refused with 503 under overload", registry=r)
-        self.inflight = Gauge("intentrec_inflight_requests", "requests being served", registry=r)
+        self.inflight = Gauge(
+            "intentrec_inflight_requests", "requests being served", registry=r, multiprocess_mode="livesum"
+        )
         self.events = Counter("intentrec_events_stored", "events appended to the store", registry=r)
         self.batch = Histogram(
             "intentrec_model_batch_size", "requests per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
@@ -234,14 +253,14 @@ def create_app(
 
     def build(surface: str, answer: Answer, make: Callable[[Answer], dict[str, Any]]) -> JSONResponse:
         try:
-            return JSONResponse(make(answer))
+            return FastJSONResponse(make(answer))
         except Exception as exc:  # a fault in building the answer still gets the fallback
             if answer.inference is None:
                 raise
             log.exception("%s failed on the model's output; answering from the fallback", surface)
             answer.inference, answer.fallback, answer.detail = None, "model_error", f"{type(exc).__name__}: {exc}"
             metrics.fallbacks.labels(surface, "model_error").inc()
-            return JSONResponse(make(answer))
+            return FastJSONResponse(make(answer))
 
     @app.get("/v1/users/{user}/home")
     async def home(
@@ -324,8 +343,10 @@ def create_app(
 
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
-        """The model version answering, and the one a rollback would restore."""
-        return {"serving": engine.current.describe(), "previous": engine.previous.id if engine.previous else None}
+        """The model version answering, the one a rollback would restore, and the process answering."""
+        engine.sync()
+        previous = engine.previous.id if engine.previous else None
+        return {"serving": engine.current.describe(), "previous": previous, "process": os.getpid()}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -346,6 +367,28 @@ def create_app(
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = metrics.registry
+        if os.environ.get(MULTIPROCESS_VARIABLE):  # every worker's numbers, summed
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``intentrec serve --workers N``: `create_app` with the
+    arguments the command line put in ``INTENTREC_SERVE`` (JSON)."""
+    import json
+
+    import torch
+
+    options = json.loads(os.environ[SERVE_VARIABLE])
+    if options.get("threads"):
+        torch.set_num_threads(int(options["threads"]))
+    return create_app(
+        options["run_dir"],
+        db=options["db"],
+        settings=ServeSettings(**options["settings"]),
+        max_inflight=int(options["max_inflight"]),
+    )

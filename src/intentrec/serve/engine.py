@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,6 @@ import torch
 from intentrec.data.batching import SequenceStore
 from intentrec.data.intents import DAY
 from intentrec.data.prepare import load_prepared, sha256_file
-from intentrec.eval.metrics import genre_entropy
 from intentrec.runs import DATA, Run, load_run
 from intentrec.serve.events import EventStore
 from intentrec.serve.live import Catalogue, History, LiveFeatures, batch_of_histories
@@ -48,6 +49,7 @@ FallbackReason = str  # cold_start | model_unavailable | model_error | model_tim
 NEIGHBOURS = 200  # candidates of a "Because you watched" row: nearest items by embedding cosine
 GENRE_ROWS = 3  # at most this many "<genre> for you" rows
 NOT_A_GENRE = ("other", "unknown")  # buckets that make no row: "other" is ours, "unknown" is MovieLens's
+SERVING = "serving"  # the store's setting that names the version every process of the service serves
 # A candidate row: id, title, reason, and its items in row order (computed only if the row is shown)
 Row = tuple[str, str, str, Callable[[int], list[int]]]  # ... and a function of how many items are needed
 
@@ -99,7 +101,13 @@ class ModelVersion:
         self.clock = int(prepared.interactions["timestamp"].max()) if prepared.has_timestamps else None  # type: ignore[arg-type]
         popularity = self.catalogue.popularity.copy()
         popularity[0] = -1
-        self.by_popularity = np.argsort(-popularity, kind="stable")[: self.catalogue.n_items]
+        self.by_popularity = np.argsort(-popularity, kind="stable")[: self.catalogue.n_items]  # ids, no padding
+        self.popular = self.by_popularity[self.catalogue.popularity[self.by_popularity] > 0]  # with interactions
+        # each item's unit of genre mass spread evenly over its genres (I + 1, G), for a page's genre entropy
+        self.genre_mass: np.ndarray | None = None
+        if store.item_genres is not None:
+            hot = store.item_genres.astype(np.float64)
+            self.genre_mass = hot / np.maximum(hot.sum(-1, keepdims=True), 1.0)
         self.neighbours: torch.Tensor | None = None
         table = getattr(self.run.model, "item_embeddings", None) if self.run is not None else None
         if isinstance(table, torch.Tensor):
@@ -153,9 +161,11 @@ class Ranking:
     """The catalogue sorted by score once per request; each row filters that order with masks instead
     of sorting again. Padding (id 0) and ``exclude`` are left out unless a row asks to keep seen items."""
 
-    def __init__(self, scores: np.ndarray, exclude: set[int]) -> None:
-        order = np.argsort(-scores, kind="stable")
-        self.order = order[order != 0]
+    def __init__(self, scores: np.ndarray, exclude: set[int], order: np.ndarray | None = None) -> None:
+        if order is None:  # ``order``: the ids by descending score without padding, when already known
+            order = np.argsort(-scores, kind="stable")
+            order = order[order != 0]
+        self.order = order
         blocked = np.zeros(len(scores), dtype=bool)
         if exclude:
             blocked[np.fromiter(exclude, dtype=np.int64)] = True
@@ -267,9 +277,54 @@ class Engine:
         self.events = events
         self.current = ModelVersion(run_dir)
         self.previous: ModelVersion | None = None
-        self.deleted = {d.user for d in events.deletions()}
+        self.deleted: set[str] = set()
+        self._deleted_through = float("-inf")  # deleted_at of the newest deletion read
+        self._read_deletions()
+        self._changes = events.changes()
+        # what the store says serves now; at start the command line wins, later admin actions propagate
+        self._serving = events.setting(SERVING)
         self.batcher = Batcher(self.settings.max_batch)
         self.rng = np.random.default_rng(self.settings.seed)
+
+    # -- state shared by the service's processes -----------------------------------------------
+    def _read_deletions(self) -> None:
+        for d in self.events.deletions(self._deleted_through if self.deleted else None):
+            self.deleted.add(d.user)
+            self._deleted_through = max(self._deleted_through, d.deleted_at)
+
+    def sync(self) -> None:
+        """Catch up with what other processes of the service wrote to the store since the last call:
+        deletions, and the model version an admin reload or rollback made current. A cheap check when
+        nothing changed; a version to load is loaded on a thread while the current one keeps serving."""
+        token = self.events.changes()
+        if token == self._changes:
+            return
+        self._changes = token
+        self._read_deletions()
+        serving = self.events.setting(SERVING)
+        if serving is None or serving == self._serving:
+            return
+        self._serving = serving
+        wanted = json.loads(serving)
+        if wanted["version"] == self.current.id:
+            return
+        if self.previous is not None and self.previous.id == wanted["version"]:
+            self.previous, self.current = self.current, self.previous  # a rollback elsewhere
+            return
+        threading.Thread(target=self._follow, args=(wanted["run_dir"],), daemon=True, name="intentrec-reload").start()
+
+    def _follow(self, run_dir: str) -> None:
+        candidate = ModelVersion(run_dir)
+        if candidate.model_loaded:
+            self.previous, self.current = self.current, candidate
+        else:
+            log.error("another process serves %s, which does not load here: %s", run_dir, candidate.error)
+
+    def _publish(self) -> None:
+        """Tell the other processes which version serves now (they follow at their next request)."""
+        state = json.dumps({"run_dir": str(self.current.run_dir), "version": self.current.id, "at": time.time()})
+        self.events.set_setting(SERVING, state)
+        self._serving = state
 
     # -- versions ----------------------------------------------------------------------------------
     def reload(self, run_dir: Path | str | None = None) -> ModelVersion:
@@ -281,12 +336,14 @@ class Engine:
                 f"{candidate.run_dir}: model not loaded ({candidate.error}); still serving {self.current.id}"
             )
         self.previous, self.current = self.current, candidate
+        self._publish()
         return candidate
 
     def rollback(self) -> ModelVersion:
         if self.previous is None:
             raise ValueError("no previous model version to roll back to")
         self.previous, self.current = self.current, self.previous
+        self._publish()
         return self.current
 
     # -- history and inference ---------------------------------------------------------------------
@@ -299,6 +356,7 @@ class Engine:
         return version.live.extend(base, fresh) if fresh else base
 
     async def answer(self, user: str) -> Answer:
+        self.sync()
         version = self.current
         history = self.history(user, version)
         seen = set(history.items.tolist())
@@ -336,7 +394,7 @@ class Engine:
         exclude = answer.seen if self.settings.exclude_seen else {last}
         if answer.inference is None:
             scores = version.catalogue.popularity
-            order = Ranking(scores, exclude).items(None, False, k)
+            order = Ranking(scores, exclude, version.by_popularity).items(None, False, k)
             reason = "popular now"
         else:
             scores = answer.inference.scores
@@ -434,7 +492,7 @@ class Engine:
         cat, scores = version.catalogue, inference.scores
         exclude = answer.seen if self.settings.exclude_seen else set()
         ranking = Ranking(scores, exclude)
-        popularity = Ranking(version.catalogue.popularity, exclude)
+        popularity = Ranking(version.catalogue.popularity, exclude, version.by_popularity)
         intents = inference.intents
         action = intents.get("action", {})
         top_action = next(iter(action), None)
@@ -518,7 +576,7 @@ class Engine:
     def _fallback_rows(self, answer: Answer) -> list[Row]:
         version = answer.version
         exclude = answer.seen if self.settings.exclude_seen else set()
-        popularity = Ranking(version.catalogue.popularity, exclude)
+        popularity = Ranking(version.catalogue.popularity, exclude, version.by_popularity)
         rows: list[Row] = [("popular", "Popular now", "most watched in the training data",
                             partial(popularity.items, None, False))]  # fmt: skip
         if version.item_genres is not None:
@@ -565,25 +623,37 @@ class Engine:
         items with training interactions that are neither on the page nor seen (drawn without replacement).
         Every slot records its propensity, the probability that the policy put that item in that slot:
         share / |pool| for an exploration draw, 1 - share for the model's own choice."""
-        popular = version.by_popularity[version.catalogue.popularity[version.by_popularity] > 0]
-        pool = popular[~np.isin(popular, np.fromiter(exclude, dtype=np.int64))] if exclude else popular
-        available = list(pool.tolist())
+        pool = version.popular
+        if exclude:
+            blocked = np.zeros(version.catalogue.n_items + 1, dtype=bool)
+            blocked[np.fromiter(exclude, dtype=np.int64, count=len(exclude))] = True
+            pool = pool[~blocked[pool]]
+        pool = pool.copy()
+        size = len(pool)  # pool[:size] is what is left to draw from
         for row in page:
             row["explore"], row["propensity"] = [], []
             for slot in range(len(row["items"])):
-                size = len(available)
                 if share > 0 and size and self.rng.random() < share:
-                    choice = available.pop(int(self.rng.integers(size)))
+                    j = int(self.rng.integers(size))
+                    choice = int(pool[j])
+                    pool[j] = pool[size - 1]  # without replacement: the last one left takes its place
                     row["items"][slot] = choice
                     row["explore"].append(True)
                     row["propensity"].append(share / size)
+                    size -= 1
                 else:
                     row["explore"].append(False)
                     row["propensity"].append(1 - share)  # the pool never holds an item already on the page
 
     @staticmethod
     def _entropy(version: ModelVersion, items: list[int]) -> float | None:
-        if version.item_genres is None or not items:
+        """The page's genre entropy in bits, as `intentrec.eval.metrics.genre_entropy` computes it for one
+        list (a test checks they agree), in NumPy: a page is one small list."""
+        if version.genre_mass is None or not items:
             return None
-        value = genre_entropy(torch.tensor([items]), version.item_genres)
-        return None if np.isnan(value) else round(value, 4)
+        mass = version.genre_mass[items].sum(0)  # (G,)
+        total = mass.sum()
+        if total <= 0:
+            return None
+        p = mass[mass > 0] / total
+        return round(float(-(p * np.log2(p)).sum()), 4)

@@ -2,7 +2,12 @@
 
 `EventStore` is the interface the service uses; `SQLiteEventStore` implements it on an embedded
 SQLite database in WAL mode (readers never wait for the writer, nothing to run beside the service).
-A server database can replace it by implementing the same five methods.
+A server database can replace it by implementing the same methods.
+
+Several service processes (``intentrec serve --workers N``) share one store, and through it the
+state that must be the same in all of them: the deletion ledger and which model version serves (a
+small key-value table, `setting`). `changes` is a cheap token that moves when another process has
+written, so that each process re-reads that state only when it changed.
 
 The deletion ledger is part of the same database: ``DELETE /v1/users/{user}`` removes the user's
 events and records the deletion in one transaction, and `read_deletions` lets ``intentrec data
@@ -39,6 +44,10 @@ CREATE TABLE IF NOT EXISTS deletions (
     deleted_at     REAL    NOT NULL,
     events_deleted INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -73,8 +82,16 @@ class EventStore(Protocol):
     def delete_user(self, user: str) -> Deletion:
         """Remove the user's events and record the deletion, atomically."""
 
-    def deletions(self) -> list[Deletion]:
-        """Every recorded deletion, oldest first."""
+    def deletions(self, since: float | None = None) -> list[Deletion]:
+        """Every recorded deletion (or those recorded at or after ``since``), oldest first."""
+
+    def changes(self) -> int:
+        """A token that changes when another process (or connection) has written to the store."""
+
+    def setting(self, key: str) -> str | None:
+        """A value shared by every process of the service, or None."""
+
+    def set_setting(self, key: str, value: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -136,10 +153,32 @@ class SQLiteEventStore:
                 raise
         return Deletion(user, deleted_at, removed)
 
-    def deletions(self) -> list[Deletion]:
+    def deletions(self, since: float | None = None) -> list[Deletion]:
         with self._lock:
-            rows = self._db.execute("SELECT user, deleted_at, events_deleted FROM deletions ORDER BY deleted_at")
+            rows = self._db.execute(
+                "SELECT user, deleted_at, events_deleted FROM deletions WHERE deleted_at >= ? ORDER BY deleted_at",
+                (since if since is not None else float("-inf"),),
+            )
             return [Deletion(*row) for row in rows.fetchall()]
+
+    def changes(self) -> int:
+        # SQLite's data_version moves when another connection commits; this connection's own writes
+        # are already known to the process that made them
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def setting(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def count(self) -> int:
         with self._lock:
