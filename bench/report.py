@@ -149,11 +149,12 @@ def main() -> None:
         hr = sum(r["test_seen_excluded"]["hr@10"] for r in runs) / len(runs)
         ndcg = sum(r["test_seen_excluded"]["ndcg@10"] for r in runs) / len(runs)
         lines += [
-            f"**{c['data']}, SASRec (BCE) re-run with S3-Rec's own procedure** ({len(runs)} seeds, "
+            f"**{c['data']}, SASRec (BCE) re-run with S3-Rec's own procedure** ({len(runs)} seeds, patience "
+            f"{c.get('patience', 10)}, "
             f"[{check.stem}.md]({check.stem}.md)): HR@10 {hr:.4f}, NDCG@10 {ndcg:.4f}, against the table's "
-            f"{c['published']['hr@10']} / {c['published']['ndcg@10']}. Where this is far from the table, the "
-            "published row does not come out of its published procedure on this file, and the harness check "
-            "compares with the re-run instead.",
+            f"{c['published']['hr@10']} / {c['published']['ndcg@10']}; per seed: "
+            + ", ".join(f"{r['test_seen_excluded']['ndcg@10']:.4f} (best epoch {r['best_epoch']})" for r in runs)
+            + ".",
             "",
         ]
     insights = load("insights")

@@ -97,7 +97,7 @@ class SASRec(nn.Module):
         return x
 
 
-def run(sequences: list[list[int]], seed: int) -> dict[str, Any]:
+def run(sequences: list[list[int]], seed: int, patience: int = 10) -> dict[str, Any]:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -162,7 +162,7 @@ def run(sequences: list[list[int]], seed: int) -> dict[str, Any]:
             state = {k: t.clone() for k, t in model.state_dict().items()}
         else:
             stale += 1
-            if stale >= 10:
+            if stale >= patience:
                 break
     model.load_state_dict(state)
     return {
@@ -179,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="LastFM", choices=list(PUBLISHED))
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 0, 1])
+    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience (theirs: 10)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(os.environ.get("INTENTREC_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -188,7 +189,7 @@ def main() -> None:
     sequences = [[int(x) for x in line.split()[1:]] for line in path.read_text().splitlines() if line.strip()]
     rows = []
     for seed in args.seeds:
-        rows.append(run(sequences, seed))
+        rows.append(run(sequences, seed, args.patience))
         r = rows[-1]["test_seen_excluded"]
         print(f"seed {seed}: HR@10 {r['hr@10']:.4f} NDCG@10 {r['ndcg@10']:.4f} ({rows[-1]['seconds']} s)", flush=True)
 
@@ -198,15 +199,18 @@ def main() -> None:
 
     hr, ndcg = PUBLISHED[args.data]
     record = {
-        "command": f"python bench/peers/s3rec_procedure.py --data {args.data} --seeds {' '.join(map(str, args.seeds))}",
+        "command": f"python bench/peers/s3rec_procedure.py --data {args.data} --seeds {' '.join(map(str, args.seeds))}"
+                   + (f" --patience {args.patience}" if args.patience != 10 else ""),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "data": args.data,
+        "patience": args.patience,
         "published": {"hr@10": hr, "ndcg@10": ndcg},
         "runs": rows,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"s3rec_check_{args.data.lower()}.json").write_text(json.dumps(record, indent=2) + "\n")
+    name = f"s3rec_check_{args.data.lower()}" + (f"_patience{args.patience}" if args.patience != 10 else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         f"# S3-Rec's SASRec procedure on {args.data}, re-run",
         "",
@@ -216,7 +220,7 @@ def main() -> None:
         f"Date: {record['date']}  ",
         "The procedure of the S3-Rec repository's `run_finetune_full.py` without pre-training, re-written in "
         "`bench/peers/s3rec_procedure.py` (see its docstring). Mean ± standard deviation over seeds "
-        f"{args.seeds}.",
+        f"{args.seeds}; early-stopping patience {args.patience}.",
         "",
         "| | HR@10 | NDCG@10 |",
         "|---|---|---|",
@@ -229,7 +233,7 @@ def main() -> None:
         "Epochs run (best): " + ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rows) + ".",
         "",
     ]  # fmt: skip
-    (RESULTS / f"s3rec_check_{args.data.lower()}.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

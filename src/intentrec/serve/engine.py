@@ -97,6 +97,8 @@ class ModelVersion:
         self.live = LiveFeatures(prepared, store, self.catalogue)
         self.user_rows = {u: i for i, u in enumerate(prepared.users["user"].to_list())}
         self.genre_classes = store.genre_classes
+        self._with_genre: dict[int, np.ndarray] = {}
+        self._sharing: dict[bytes, np.ndarray] = {}  # an item's genre row -> items sharing one of its genres
         self.item_genres = torch.from_numpy(store.item_genres) if store.item_genres is not None else None
         self.clock = int(prepared.interactions["timestamp"].max()) if prepared.has_timestamps else None  # type: ignore[arg-type]
         popularity = self.catalogue.popularity.copy()
@@ -115,15 +117,20 @@ class ModelVersion:
             self.neighbours = unit
 
     def with_genre(self, genre: int) -> np.ndarray:
-        """Items (ids) with genre class ``genre``."""
+        """Items (ids) with genre class ``genre`` (computed once per genre)."""
         assert self.item_genres is not None
-        return np.flatnonzero(self.item_genres[:, genre].numpy() > 0)
+        if genre not in self._with_genre:
+            self._with_genre[genre] = np.flatnonzero(self.item_genres[:, genre].numpy() > 0)
+        return self._with_genre[genre]
 
     def sharing_a_genre(self, item: int) -> np.ndarray:
-        """Items (ids) with at least one genre in common with ``item``."""
+        """Items (ids) with at least one genre in common with ``item`` (computed once per genre set)."""
         if self.item_genres is None:
             return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero((self.item_genres @ self.item_genres[item]).numpy() > 0)
+        key = self.item_genres[item].numpy().tobytes()
+        if key not in self._sharing:
+            self._sharing[key] = np.flatnonzero((self.item_genres @ self.item_genres[item]).numpy() > 0)
+        return self._sharing[key]
 
     @property
     def model_loaded(self) -> bool:
@@ -537,7 +544,7 @@ class Engine:
             if name in NOT_A_GENRE or version.item_genres is None or len(genre_rows) == GENRE_ROWS:
                 continue
             g = version.genre_classes.index(name)
-            among = np.flatnonzero(version.item_genres[:, g].numpy() > 0)
+            among = version.with_genre(g)
             genre_rows.append((f"genre:{name}", f"{name} for you", f"predicted genre intent: {name} {p:.2f}",
                                partial(ranking.items, among, False)))  # fmt: skip
         recency = intents.get("recency", {})
