@@ -31,6 +31,8 @@ def test_defaults_and_a_small_file(tmp_path: Path) -> None:
         ("[model]\nuse_genres = 1\n", "model.use_genres must be true or false"),
         ("[model]\nkind = 'transformer'\n", "model.kind must be one of"),
         ("[model]\ndropout = 1.5\n", "model.dropout must be in"),
+        ("[model]\ninit = 'xavier'\n", "model.init must be one of"),
+        ("[model]\nkind = 'gru4rec'\ninit = 'small'\n", "model.init applies to intentrec and sasrec, not gru4rec"),
         ("[data.sequence]\nsplit = 'random'\n", "data.sequence.split must be one of"),
         ("[data.synthetic]\nepisodes = [1]\n", "data.synthetic.episodes must have 2 values"),
         ("[data.synthetic]\nnoise = 2.0\n", "data.synthetic: noise must be in"),

@@ -59,7 +59,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
     if config.kind == "sasrec":
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
-                      ffn_mult=config.ffn_mult)  # fmt: skip
+                      ffn_mult=config.ffn_mult, init=config.init)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
                             max_len=config.max_len, item_loss=config.item_loss)  # fmt: skip
@@ -87,6 +87,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         n_blocks=config.n_blocks,
         n_heads=config.n_heads,
         ffn_mult=config.ffn_mult,
+        init=config.init,
         window_blocks=config.window_blocks,
         dropout=config.dropout,
         max_len=config.max_len,

@@ -95,3 +95,26 @@ def test_attention_equals_the_fused_kernel_without_dropout_and_stays_causal_with
     torch.manual_seed(3)
     after = attention(q, k2, v2, allowed, 0.5)
     torch.testing.assert_close(after[:, :, :-1], before[:, :, :-1])
+
+
+def test_small_init_is_berts_and_starts_with_small_scores() -> None:
+    from intentrec.models.intentrec import IntentRec, IntentRecConfig
+    from intentrec.models.layers import FeatureEmbedder
+
+    torch.manual_seed(0)
+    models = {init: IntentRec(IntentRecConfig(n_items=500, variant="V0", init=init)) for init in ("scaled", "small")}
+    small = models["small"]
+    weights = [m.weight for m in small.modules() if isinstance(m, torch.nn.Linear | torch.nn.Embedding)]
+    everything = torch.cat([w.detach().flatten() for w in weights])
+    assert everything.std().item() == pytest.approx(0.02, rel=0.05)
+    assert all((m.bias == 0).all() for m in small.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None)
+    assert (small.item_embeddings[0] == 0).all(), "the padding row stays zero"
+    assert next(m for m in small.modules() if isinstance(m, FeatureEmbedder)).item_scale == 1.0
+    # the point of it: scores over the catalogue start near zero instead of spread wide
+    spread = {}
+    for init, model in models.items():
+        hidden = torch.randn(4, 64)
+        spread[init] = model.item_logits(hidden)[:, 1:].std().item()
+    assert spread["small"] < spread["scaled"] / 5
+    with pytest.raises(ValueError, match="init must be one of"):
+        IntentRecConfig(n_items=5, variant="V0", init="xavier")  # type: ignore[arg-type]

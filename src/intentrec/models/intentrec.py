@@ -38,7 +38,7 @@ from torch import nn
 
 from intentrec.data.batching import GAP_BUCKETS, Batch
 from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
-from intentrec.models.layers import CausalTransformer, FeatureEmbedder, causal_mask, window_mask
+from intentrec.models.layers import INITS, CausalTransformer, FeatureEmbedder, causal_mask, small_init, window_mask
 
 __all__ = ["IntentRec", "IntentRecConfig"]
 
@@ -63,8 +63,11 @@ class IntentRecConfig:
     use_genres: bool = True  # item genre multi-hot as an input feature
     use_time_gaps: bool = True  # bucketed time gap to the previous interaction as an input feature
     item_loss: Literal["ce", "bce"] = "ce"  # full softmax, or BCE with one sampled negative (SASRec paper)
+    init: Literal["scaled", "small"] = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`)
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.item_loss not in ("ce", "bce"):
             raise ValueError(f"item_loss must be ce or bce, got {self.item_loss!r}")
         if self.variant not in ("V0", "V1", "V2", "V3"):
@@ -103,6 +106,8 @@ class IntentRec(SequentialModel):
         if c.variant != "V1":
             self.next_in = nn.Sequential(nn.Linear(width, c.d), nn.LayerNorm(c.d))
             self.next_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
+        if c.init == "small":
+            small_init(self)
 
     @property
     def item_embeddings(self) -> torch.Tensor:

@@ -151,15 +151,36 @@ class FeatureEmbedder(nn.Module):
             self.item_genres = None
         self.ln = nn.LayerNorm(d)
         self.drop = Dropout(dropout)
+        self.item_scale = math.sqrt(d)  # 1 under the "small" initialisation (`small_init`)
         nn.init.normal_(self.item.weight, std=d**-0.5)
 
     def forward(
         self, items: torch.Tensor, categorical: torch.Tensor, time_gaps: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        x = self.item(items) * math.sqrt(self.d)  # (B, L, D)
+        x = self.item(items) * self.item_scale  # (B, L, D)
         for c, embedding in enumerate(self.fields):
             x = x + embedding(categorical[..., c])  # (B, L, D)
         if self.item_genres is not None:
             x = x + self.genre(self.item_genres[items])  # (B, L, G) -> (B, L, D)
         x = x + self.gap(time_gaps) + self.position(real_positions(mask))  # (B, L, D)
         return self.drop(self.ln(x)) * mask[..., None]  # padding stays exactly zero
+
+
+INITS = ("scaled", "small")
+
+
+def small_init(model: nn.Module, std: float = 0.02) -> None:
+    """BERT's initialisation, which S3-Rec's and RecBole's SASRec use: every linear and embedding weight
+    from N(0, std), biases and padding rows zero, LayerNorm as built; item embeddings enter unscaled.
+    The default ("scaled": item embeddings from N(0, 1/d) times sqrt(d), PyTorch's defaults elsewhere)
+    starts with input and output scores about 50 times larger."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+        if isinstance(module, FeatureEmbedder):
+            module.item_scale = 1.0

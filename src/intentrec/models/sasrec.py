@@ -26,6 +26,7 @@ def sasrec(
     max_len: int = 50,
     item_loss: Literal["ce", "bce"] = "ce",
     ffn_mult: int = 4,
+    init: Literal["scaled", "small"] = "scaled",
 ) -> IntentRec:
     config = IntentRecConfig(
         n_items=n_items,
@@ -39,5 +40,6 @@ def sasrec(
         use_genres=False,
         use_time_gaps=False,
         item_loss=item_loss,
+        init=init,
     )
     return IntentRec(config)
