@@ -35,6 +35,9 @@ MODELS = (
     "intentrec-v0", "intentrec-v1", "intentrec-v2", "intentrec-v3",
 )  # fmt: skip
 METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
+# S3-Rec's preprocessed sets: their published all-rank numbers never rank the user's earlier items, so
+# these runs are also scored that way (test_seen_excluded.json in the run folder), beside our protocol
+S3REC = ("beauty", "toys", "lastfm")
 
 # Published full-ranking leave-one-out numbers on exactly these files (HR@10, NDCG@10, source).
 PUBLISHED: dict[str, list[tuple[str, float, float, str]]] = {
@@ -79,8 +82,31 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str]) -> dict[str, 
     return result
 
 
+def seen_excluded(run: Path, env: dict[str, str]) -> dict[str, Any] | None:
+    """Test metrics of ``run`` with the user's earlier items left out of the ranking (computed once)."""
+    cached = run / "test_seen_excluded.json"
+    if not cached.exists():
+        command = [sys.executable, "-m", "intentrec.cli", "evaluate", str(run), "--split", "test", "--exclude-seen",
+                   "--json"]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"  FAILED evaluate --exclude-seen {run.name}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+            return None
+        cached.write_text(done.stdout.strip().splitlines()[-1] + "\n")
+    loaded: dict[str, Any] = json.loads(cached.read_text())
+    return loaded
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": len(summaries)}
+    if all("test_seen_excluded" in s for s in summaries):
+        for metric in ("hr@10", "ndcg@10"):
+            values = [s["test_seen_excluded"][metric] for s in summaries]
+            out[f"test_excluded_{metric}"] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
     for split in ("valid", "test"):
         for metric in METRICS:
             values = [s[split][metric] for s in summaries]
@@ -103,15 +129,20 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def collect(data_sets: list[str], models: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+def collect(
+    data_sets: list[str], models: list[str], seeds: list[int], env: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for data in data_sets:
         for model in models:
             found = []
             for seed in seeds:
-                summary = RUNS / f"{data}-{model}-s{seed}" / "summary.json"
-                if summary.exists():
-                    found.append(json.loads(summary.read_text()))
+                run = RUNS / f"{data}-{model}-s{seed}"
+                if (run / "summary.json").exists():
+                    found.append(json.loads((run / "summary.json").read_text()))
+                    excluded = seen_excluded(run, env) if data in S3REC else None
+                    if excluded is not None:
+                        found[-1]["test_seen_excluded"] = excluded
             if found:
                 table.setdefault(data, {})[model] = aggregate(found)
     return table
@@ -152,16 +183,24 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         f"Protocol: {record['protocol']}. Mean ± standard deviation over seeds; configs in `configs/`.",
     ]
     for data, models in table.items():
+        excluded = data in S3REC and all("test_excluded_hr@10" in e for e in models.values())
+        extra = (" test HR@10, seen excluded | test NDCG@10, seen excluded |", "---|---|") if excluded else ("", "")
         lines += ["", f"## {data}", "", "| model | seeds | test HR@10 | test NDCG@10 | test MRR | valid NDCG@10 | "
-                  "coverage@10 | train s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  f"coverage@10 | train s |{extra[0]}", f"|---|---|---|---|---|---|---|---|{extra[1]}"]  # fmt: skip
         for model, entry in models.items():
             lines.append(
                 f"| {model} | {entry['seeds']} | {cell(entry, 'test_hr@10')} | {cell(entry, 'test_ndcg@10')} | "
                 f"{cell(entry, 'test_mrr')} | {cell(entry, 'valid_ndcg@10')} | {cell(entry, 'test_coverage@10')} | "
                 f"{entry['train_seconds']:.0f} |"
+                + (f" {cell(entry, 'test_excluded_hr@10')} | {cell(entry, 'test_excluded_ndcg@10')} |" * excluded)
             )
         for name, hr, ndcg, source in PUBLISHED.get(data, []):
-            lines.append(f"| *published: {name}* | | {hr:.4f} | {ndcg:.4f} | | | | *{source}* |")
+            published = f" {hr:.4f} | {ndcg:.4f} |" if excluded and "S3-Rec" in source else " | |"
+            lines.append(f"| *published: {name}* | | {hr:.4f} | {ndcg:.4f} | | | | *{source}* |"
+                         + (published if excluded else ""))  # fmt: skip
+        if excluded:
+            lines += ["", "The last two columns never rank the user's earlier items, as the S3-Rec all-rank table "
+                      "does; the published S3-Rec rows are repeated there."]  # fmt: skip
         heads = {m: e["intents"] for m, e in models.items() if e["intents"]}
         if heads:
             lines += ["", "Intent heads on the test targets (observed next-interaction labels):", ""]
@@ -189,9 +228,9 @@ def main() -> None:
             for model in args.models:
                 for seed in args.seeds:
                     run_one(data, model, seed, env)
-                write_report(collect(list(DATA_SETS), list(MODELS), args.seeds), command)
+                write_report(collect(list(DATA_SETS), list(MODELS), args.seeds, env), command)
     # Every data set with finished runs goes into the report, not only the ones run by this command.
-    write_report(collect(list(DATA_SETS), list(MODELS), args.seeds), command)
+    write_report(collect(list(DATA_SETS), list(MODELS), args.seeds, env), command)
     print(f"-> {RESULTS / 'accuracy.md'}")
 
 

@@ -86,6 +86,16 @@ def test_causality(variant: str) -> None:
     assert not torch.allclose(before.hidden[0, t:], after.hidden[0, t:])
 
 
+@pytest.mark.parametrize("variant", ["V0", "V2", "V3"])
+def test_last_only_is_the_last_position_of_the_full_pass(variant: str) -> None:
+    m, batch = model(variant), make_batch()
+    full, last = m(batch), m(batch, last_only=True)
+    assert last.hidden.shape == (B, 1, D)
+    torch.testing.assert_close(last.hidden[:, 0], full.hidden[:, -1])
+    for name, logits in full.intent_logits.items():  # the intent outputs keep every position
+        torch.testing.assert_close(last.intent_logits[name], logits)
+
+
 @pytest.mark.parametrize("variant", ["V0", "V3"])
 def test_left_padding_changes_nothing(variant: str) -> None:
     m = model(variant)

@@ -98,10 +98,15 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
         self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); with ``last_only``, (B, 1, D): only the last position's output, which
+        still attends to every position (serving needs nothing else from the final block)."""
         B, L, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x (B, L, D)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, h, L, D/h)
+        if last_only:
+            x, q, allowed, L = x[:, -1:], q[:, -1:], allowed[:, -1:], 1  # the query side shrinks to one position
+        q = q.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, h, L, D/h)
+        k, v = (t.view(B, -1, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (k, v))  # (B, h, L_k, D/h)
         attended = attention(q, k, v, allowed, self.dropout if self.training else 0.0)  # (B, h, L, D/h)
         x = x + self.drop(self.out(attended.transpose(1, 2).reshape(B, L, D)))  # (B, L, D)
         return x + self.drop(self.ffn(self.ln2(x)))  # (B, L, D)
@@ -115,9 +120,10 @@ class CausalTransformer(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(d, n_heads, dropout, ffn_mult) for _ in range(n_blocks))
         self.ln = nn.LayerNorm(d)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, allowed)  # (B, L, D)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D); with ``last_only``, (B, 1, D): the last position alone out of the final block."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only=last_only and i == len(self.blocks) - 1)  # (B, L, D)
         return self.ln(x)
 
 

@@ -36,6 +36,7 @@ import torch
 from intentrec.data.batching import SequenceStore
 from intentrec.data.intents import DAY
 from intentrec.data.prepare import load_prepared, sha256_file
+from intentrec.models.intentrec import IntentRec
 from intentrec.runs import DATA, Run, load_run
 from intentrec.serve.events import EventStore
 from intentrec.serve.live import Catalogue, History, LiveFeatures, batch_of_histories
@@ -155,7 +156,7 @@ class ModelVersion:
             raise RuntimeError(f"no model loaded: {self.error}")
         run, model = self.run, self.run.model
         batch = batch_of_histories(histories, model.max_len).to(model.device)
-        output = model(batch)
+        output = model(batch, last_only=True) if isinstance(model, IntentRec) else model(batch)
         scores = model.item_logits(output.hidden[:, -1]).float().cpu().numpy()
         out = []
         for row in range(len(histories)):
