@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from speed_models import machine
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -154,18 +155,11 @@ def cell(entry: dict[str, Any], key: str) -> str:
 
 
 def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
-    import torch
-
     record = {
         "benchmark": "accuracy",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": machine("cpu"),
         "protocol": "leave-one-out, full ranking over all items, seen items kept; test metrics of the model with "
         "the best validation NDCG@10",
         "published": PUBLISHED,

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from speed_models import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "bench" / "runs"
@@ -115,7 +115,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
-    import torch
 
     rows = []
     for seed in args.seeds:
@@ -126,7 +125,7 @@ def main() -> None:
     record = {
         "command": f"python bench/insights.py{seeds}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine("cpu"),
         "k": args.k,
         "target": TARGET,
         "seeds": rows,

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -39,6 +38,7 @@ from typing import Any
 
 import httpx
 import polars as pl
+from speed_models import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "bench" / "runs"
@@ -283,18 +283,11 @@ def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dic
 
 
 def write_report(results: dict[str, Any], command: str, args: argparse.Namespace) -> None:
-    import torch
-
     record = {
         "benchmark": "serve",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": machine("cpu"),
         "settings": {
             "seconds": args.seconds,
             "warmup": args.warmup,
