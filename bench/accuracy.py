@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from speed_models import machine
+from speed_models import machine, provenance
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -170,10 +170,7 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
     lines = [
         "# Accuracy: every model on every data set",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, torch "
-        f"{record['machine']['torch']}  ",
-        f"Date: {record['date']}  ",
+        *provenance(command, record),
         f"Protocol: {record['protocol']}. Mean ± standard deviation over seeds; configs in `configs/`.",
     ]
     for data, models in table.items():

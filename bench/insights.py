@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from speed_models import machine
+from speed_models import machine, provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "bench" / "runs"
@@ -83,10 +83,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Intent segments against the planted archetypes (synthetic world)",
         "",
-        f"Command: `{record['command']}`  ",
-        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, torch "
-        f"{record['machine']['torch']}  ",
-        f"Date: {record['date']}  ",
+        *provenance(record["command"], record),
         f"World: the quick-start world ({USERS:,} users, {n} archetypes), seeds {[r['seed'] for r in rows]}; "
         "IntentRec V3 trained as `intentrec quickstart` trains it; `intentrec analyze --k "
         f"{k}` (k-means++ on the intent profile). Adjusted Rand index (ARI): 1 = the archetypes exactly, "

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from speed_models import RESULTS, machine
+from speed_models import RESULTS, machine, provenance
 
 EPOCH_SEQUENCES = 1024
 BATCH = 128
@@ -180,10 +180,7 @@ def report(record: dict[str, Any]) -> str:
     lines = [
         "# Scaling: catalogue size, history length, inference latency",
         "",
-        f"Command: `{record['command']}`  ",
-        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, torch "
-        f"{record['machine']['torch']} ({record['machine']['torch_threads']} threads)  ",
-        f"Date: {record['date']}  ",
+        *provenance(record["command"], record, f" ({record['machine']['torch_threads']} threads)"),
         f"Settings: {record['settings']}",
         "",
         "![scaling](scaling.png)",

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 import polars as pl
-from speed_models import machine
+from speed_models import machine, provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "bench" / "runs"
@@ -302,10 +302,7 @@ def write_report(results: dict[str, Any], command: str, args: argparse.Namespace
     lines = [
         "# Service under load (loopback)",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, torch "
-        f"{record['machine']['torch']}; the load generator shares the machine with the service  ",
-        f"Date: {record['date']}  ",
+        *provenance(command, record, "; the load generator shares the machine with the service"),
         f"Closed-loop clients (paced: exponential think time, 200 requests/s offered in all), "
         f"{args.seconds:g} s measured after {args.warmup:g} s of warm-up; service "
         f"`--workers {args.workers} --threads {args.threads} --max-inflight 64`. Targets: home P95 <= 25 ms and "

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -89,6 +90,17 @@ def shared_data() -> Path:
     if not path.is_dir():
         sys.exit(f"shared data not found at {path}; set INTENTREC_SHARED_DATA")
     return path
+
+
+def provenance(command: str, record: dict[str, Any], note: str = "") -> list[str]:
+    """The Command / Machine / Date lines that open a results Markdown file (``note`` follows the torch
+    version on the machine line)."""
+    m = record["machine"]
+    return [
+        f"Command: `{command}`  ",
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}{note}  ",
+        f"Date: {record['date']}  ",
+    ]
 
 
 def machine(device: str) -> dict[str, object]:

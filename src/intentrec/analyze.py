@@ -329,10 +329,11 @@ def _observed_behaviour(world: Path) -> pl.DataFrame | None:
     )
 
 
-def _archetype_agreement(world: Path, users: list[str], labels: np.ndarray, by_kind: dict[str, np.ndarray], k: int,
-                         seed: int) -> dict[str, Any]:  # fmt: skip
-    """Adjusted Rand index of the segments against the planted archetypes; the same at K and at K =
-    number of archetypes for every kind of clustering input (``by_kind``); and two ceilings for scale:
+def _archetype_agreement(world: Path, users: list[str], labels: np.ndarray, used: str, by_kind: dict[str, np.ndarray],
+                         k: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    """Adjusted Rand index of the segments (``labels``, from the ``used`` input at K) against the planted
+    archetypes; the same at K and at K = number of archetypes for every kind of clustering input
+    (``by_kind``; the segments themselves are not clustered again); and two ceilings for scale:
     k-means on the generator's per-user parameters (how far the archetypes are separable at all) and on
     the behaviour an ideal observer of the sessions' true intents would see (`_observed_behaviour`)."""
     from sklearn.metrics import adjusted_rand_score
@@ -355,7 +356,12 @@ def _archetype_agreement(world: Path, users: list[str], labels: np.ndarray, by_k
         "archetypes": n_archetypes,
         "adjusted_rand_index": float(adjusted_rand_score(archetypes, labels)),
         "by_features": {
-            kind: {f"k={kk}": float(adjusted_rand_score(archetypes, _cluster(x, kk, seed))) for kk in (k, n_archetypes)}
+            kind: {
+                f"k={kk}": float(
+                    adjusted_rand_score(archetypes, labels if (kind, kk) == (used, k) else _cluster(x, kk, seed))
+                )
+                for kk in (k, n_archetypes)
+            }
             for kind, x in by_kind.items()
         },
         "ceiling_from_true_parameters": ceiling(table, numeric),
@@ -413,7 +419,7 @@ def analyze(
     world = _world_of(run)
     if world is not None:
         by_kind = {kind: x if kind == features else features_of(intents, kind) for kind in FEATURES}
-        result["archetypes"] = _archetype_agreement(world, intents.users, labels, by_kind, k, seed)
+        result["archetypes"] = _archetype_agreement(world, intents.users, labels, features, by_kind, k, seed)
     (out / "segments.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "report.md").write_text(_report(run, result))
     return result
