@@ -631,12 +631,10 @@ class Engine:
         items with training interactions that are neither on the page nor seen (drawn without replacement).
         Every slot records its propensity, the probability that the policy put that item in that slot:
         share / |pool| for an exploration draw, 1 - share for the model's own choice."""
-        pool = version.popular
+        blocked = np.zeros(version.catalogue.n_items + 1, dtype=bool)
         if exclude:
-            blocked = np.zeros(version.catalogue.n_items + 1, dtype=bool)
             blocked[np.fromiter(exclude, dtype=np.int64, count=len(exclude))] = True
-            pool = pool[~blocked[pool]]
-        pool = pool.copy()
+        pool = version.popular[~blocked[version.popular]]  # a fresh array: draws below reorder it in place
         size = len(pool)  # pool[:size] is what is left to draw from
         for row in page:
             row["explore"], row["propensity"] = [], []
