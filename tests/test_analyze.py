@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+import torch
 
-from intentrec.analyze import analyze, explain
+from intentrec.analyze import analyze, explain, extract
 from intentrec.cli import main
 from intentrec.runs import load_run
 from tests.conftest import write
@@ -54,11 +56,12 @@ def test_analyze_writes_segments_plots_and_a_report(run_dir: Path, tmp_path: Pat
     assert users.columns == ["user", "segment", "x", "y"] and users.height == 300
     assert users["x"].is_finite().all()
     # The planted archetypes are recovered (adjusted Rand index: 1 = exactly, 0 = chance). A 20-epoch
-    # model of 300 users measured 0.42 (the full quick-start world: 0.53 at K = 10, 0.61 at K = 6).
+    # model of 300 users measured 0.47 (0.42 from the latest window only; the quick-start world, 3 seeds:
+    # 0.513 at K = 10, 0.566 at K = 6, bench/results/insights.md).
     archetypes = result["archetypes"]
     assert result["features"] == "profile" and archetypes["archetypes"] == 6
     assert archetypes["adjusted_rand_index"] == archetypes["by_features"]["profile"]["k=6"]
-    assert archetypes["adjusted_rand_index"] >= 0.35
+    assert archetypes["adjusted_rand_index"] >= 0.4
     # the intent profile separates behaviour better than the raw embedding, which mostly encodes genre
     assert archetypes["adjusted_rand_index"] > archetypes["by_features"]["embedding"]["k=6"]
     assert sum(sum(c.values()) for c in archetypes["crosstab"].values()) == 300
@@ -73,6 +76,40 @@ def test_analyze_writes_segments_plots_and_a_report(run_dir: Path, tmp_path: Pat
     report = (tmp_path / "report.md").read_text()
     assert "adjusted Rand index" in report and "segments_map.png" in report and "ideal observer" in report
     assert json.loads((tmp_path / "segments.json").read_text())["k"] == 6
+
+
+def test_extract_averages_over_the_whole_history_or_the_latest_window(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    model, store = run.model, run.store
+    window = model.max_len
+    row = int(np.argmax(store.n))
+    n = int(store.n[row])
+    assert n > 2 * window, "the longest history spans three windows or more"
+
+    @torch.no_grad()
+    def summed(stop: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = store.history(row, window, end=stop)
+        out = model(batch)
+        mask = batch.mask[0]
+        return out.intent_logits["action"].softmax(-1)[0][mask].sum(0).numpy(), out.intent_weights[0][mask].sum(
+            0
+        ).numpy()
+
+    model.eval()
+    stops = range(n, 0, -window)  # non-overlapping windows back to the first interaction
+    action = sum(summed(stop)[0] for stop in stops) / n
+    weights = sum(summed(stop)[1] for stop in stops) / n
+    history = extract(run, span="history", batch_size=7)  # batches that cut through users' windows
+    assert history.users[row] == str(run.prepared.users["user"][row])
+    np.testing.assert_allclose(history.probabilities["action"][row], action, atol=1e-5)
+    np.testing.assert_allclose(history.weights[row], weights, atol=1e-5)
+    latest = extract(run, span="latest")
+    np.testing.assert_allclose(latest.probabilities["action"][row], summed(n)[0] / window, atol=1e-5)
+    short = int(np.argmin(store.n))  # a history shorter than a window is the same either way
+    assert store.n[short] <= window
+    np.testing.assert_allclose(latest.embedding[short], history.embedding[short], atol=1e-5)
+    with pytest.raises(ValueError, match="span must be one of history, latest"):
+        extract(run, span="all")
 
 
 def test_explain_names_the_driver_and_the_events(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

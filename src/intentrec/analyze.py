@@ -2,8 +2,9 @@
 
 * Each user's intent profile: the intent embedding Z (the attention-weighted sum of the projected
   intent heads, V2/V3), the per-head intent weights and the predicted intent distributions, averaged
-  over every position of the user's latest ``max_len`` interactions (one position alone reflects a
-  single next session; the average is the user's habit), in batches.
+  over every position of the user's history, run in windows of ``max_len`` (one position alone
+  reflects a single next session; the average is the user's habit, and the whole history is more
+  evidence than its latest window), in batches; ``span="latest"`` keeps the latest window only.
 * K-means++ (scikit-learn) on the user's intent profile (the default) or on the raw embedding Z;
   silhouette scores over a range of K so a user can choose. The profile is what the model predicts a
   user comes for, without which genre: the mean predicted distribution of every head except genre,
@@ -57,7 +58,7 @@ class UserIntents:
 
     rows: np.ndarray  # (U,) store rows
     users: list[str]  # (U,) source user ids
-    embedding: np.ndarray  # (U, D) mean Z over the latest window (V1: mean concatenated head probabilities)
+    embedding: np.ndarray  # (U, D) mean Z over the positions used (V1: mean concatenated head probabilities)
     weights: np.ndarray | None  # (U, n_heads) mean per-head intent weights (V2/V3)
     head_names: list[str]
     probabilities: dict[str, np.ndarray]  # head -> (U, K_f)
@@ -65,9 +66,27 @@ class UserIntents:
     active_days: np.ndarray  # (U,) distinct days with an event (= history length without timestamps)
 
 
+SPANS = ("history", "latest")
+
+
+def _windows(n: np.ndarray, max_len: int, span: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, stops) of the windows to run: every user's latest ``max_len`` interactions, and with span
+    "history" also the earlier ones, back to the first interaction, in non-overlapping windows."""
+    rows = np.arange(len(n))
+    if span == "latest":
+        return rows, n.copy()
+    count = np.maximum(-(-n // max_len), 1)  # windows per user; a user without history gets one empty window
+    row = np.repeat(rows, count)
+    back = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)  # 0 = the latest window
+    return row, np.maximum(n[row] - back * max_len, 0)
+
+
 @torch.no_grad()
-def extract(run: Run, *, batch_size: int = 512) -> UserIntents:
-    """Every user's intent embedding, head weights and predicted intents, averaged over the latest window."""
+def extract(run: Run, *, span: str = "history", batch_size: int = 512) -> UserIntents:
+    """Every user's intent embedding, head weights and predicted intents, averaged over every position
+    of the user's history (``span="history"``, in windows of ``max_len``) or of the latest window only."""
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {', '.join(SPANS)}, got {span!r}")
     model = run.model
     if not model.heads:
         raise ValueError(
@@ -75,30 +94,27 @@ def extract(run: Run, *, batch_size: int = 512) -> UserIntents:
             "heads; analyze needs an IntentRec V1, V2 or V3 run"
         )
     model.eval()
-    rows_out, embeddings, weights = [], [], []
-    probabilities: dict[str, list[np.ndarray]] = {h.name: [] for h in model.heads}
-    batches = run.store.latest_batches(batch_size, model.max_len)
-    total = -(-len(run.store.n) // batch_size)
-    for rows, batch in tqdm(batches, total=total, desc="users", unit="batch", leave=False, disable=None):
-        batch = batch.to(model.device)
+    n_users = len(run.store.n)
+    window_rows, stops = _windows(run.store.n, model.max_len, span)
+    sums: dict[str, np.ndarray] = {}  # name -> (U, X) sums over positions
+    positions = np.zeros(n_users)
+    starts = range(0, len(window_rows), batch_size)
+    for start in tqdm(starts, desc="users", unit="batch", leave=False, disable=None):
+        rows = window_rows[start : start + batch_size]
+        batch = run.store.histories(rows, stops[start : start + batch_size], model.max_len).to(model.device)
         output = model(batch)
         mask = batch.mask[..., None].float()  # (B, L, 1)
-
-        def mean(t: torch.Tensor, mask: torch.Tensor = mask) -> np.ndarray:
-            return ((t * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()  # (B, L, X) -> (B, X)
-
-        heads = []
-        for head in model.heads:
-            logits = output.intent_logits[head.name]  # (B, L, K_f)
-            p = logits.softmax(-1)
-            probabilities[head.name].append(mean(p))
-            heads.append(p)
-        z = output.intent_embedding if output.intent_embedding is not None else torch.cat(heads, -1)
-        embeddings.append(mean(z))
+        parts = {f"p:{h.name}": output.intent_logits[h.name].softmax(-1) for h in model.heads}
+        z = output.intent_embedding if output.intent_embedding is not None else torch.cat(list(parts.values()), -1)
+        parts["z"] = z
         if output.intent_weights is not None:
-            weights.append(mean(output.intent_weights))
-        rows_out.append(rows)
-    rows_all = np.concatenate(rows_out)
+            parts["w"] = output.intent_weights
+        for name, t in parts.items():
+            summed = (t * mask).sum(1).cpu().numpy()  # (B, L, X) -> (B, X)
+            np.add.at(sums.setdefault(name, np.zeros((n_users, summed.shape[1]))), rows, summed)
+        np.add.at(positions, rows, mask.sum((1, 2)).cpu().numpy())
+    mean = {name: v / np.maximum(positions, 1)[:, None] for name, v in sums.items()}
+    rows_all = np.arange(n_users)
     users = run.prepared.users["user"].to_numpy()[rows_all].tolist()
     lengths = run.store.n[rows_all]
     active_days = lengths.copy()
@@ -111,10 +127,10 @@ def extract(run: Run, *, batch_size: int = 512) -> UserIntents:
     return UserIntents(
         rows=rows_all,
         users=[str(u) for u in users],
-        embedding=np.concatenate(embeddings),
-        weights=np.concatenate(weights) if weights else None,
+        embedding=mean["z"],
+        weights=mean.get("w"),
         head_names=[h.name for h in model.heads],
-        probabilities={k: np.concatenate(v) for k, v in probabilities.items()},
+        probabilities={h.name: mean[f"p:{h.name}"] for h in model.heads},
         history_length=lengths,
         active_days=active_days,
     )
@@ -379,17 +395,25 @@ def _archetype_agreement(world: Path, users: list[str], labels: np.ndarray, used
 
 
 def analyze(
-    run: Run, out: Path, *, k: int = 10, k_range: range = range(2, 16), seed: int = 0, features: str = "profile"
+    run: Run,
+    out: Path,
+    *,
+    k: int = 10,
+    k_range: range = range(2, 16),
+    seed: int = 0,
+    features: str = "profile",
+    span: str = "history",
 ) -> dict[str, Any]:
     """Segments, their names, plots and a report for every user of ``run``; written to ``out``.
-    ``features``: cluster on the intent profile ("profile") or the raw intent embedding ("embedding")."""
+    ``features``: cluster on the intent profile ("profile") or the raw intent embedding ("embedding");
+    ``span``: average the model's outputs over the whole history or the latest window (`extract`)."""
     from sklearn.manifold import TSNE
 
     if features not in FEATURES:
         raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    intents = extract(run)
+    intents = extract(run, span=span)
     x = features_of(intents, features)
     if k > len(x):
         raise ValueError(f"--k {k} is more than the {len(x)} users")
@@ -413,6 +437,7 @@ def analyze(
         "largest_action_gap": float(np.ptp(np.array(shares), axis=0).max()) if shares else None,
         "k": k,
         "features": features,
+        "span": span,
         "silhouette": silhouettes,
         "segments": segments,
     }
@@ -426,16 +451,17 @@ def analyze(
 
 
 def _report(run: Run, result: dict[str, Any]) -> str:
+    over = "their whole history" if result["span"] == "history" else "their latest interactions"
     lines = [
         f"# Who watches, and why: {result['users']:,} users in {len(result['segments'])} segments",
         "",
         f"Run `{run.path}` ({run.config.model.kind} {run.config.model.variant}). Each user is placed by "
         + (
-            "their intent profile: the model's predicted intents averaged over their latest interactions (what "
+            f"their intent profile: the model's predicted intents averaged over {over} (what "
             "the model believes they come for), how concentrated their genre taste is, the intent-head weights "
             "and how active they are"
             if result["features"] == "profile"
-            else "the model's intent embedding averaged over their latest interactions"
+            else f"the model's intent embedding averaged over {over}"
         )
         + ", and grouped with k-means++. Segment names come from what stands out against everyone else.",
         "",

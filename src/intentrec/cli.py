@@ -235,7 +235,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.k < 2:
         raise UsageError(f"--k must be at least 2, got {args.k}")
-    result = analyze(load_run(Path(args.run_dir)), Path(args.out), k=args.k, seed=args.seed, features=args.features)
+    result = analyze(
+        load_run(Path(args.run_dir)), Path(args.out), k=args.k, seed=args.seed, features=args.features, span=args.span
+    )
     print(f"{result['users']:,} users in {len(result['segments'])} segments -> {args.out}/report.md")
     for segment in sorted(result["segments"], key=lambda s: -s["size"]):
         print(f"  {segment['size']:>6,}  {segment['description']}")
@@ -429,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="profile",
         help="cluster on the intent profile (predicted intents, genre concentration, head weights, activity) "
         "or on the raw intent embedding",
+    )
+    p.add_argument(
+        "--span",
+        choices=("history", "latest"),
+        default="history",
+        help="average the model's intents over every position of a user's history, or over the latest "
+        "max_len interactions only",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)

@@ -233,22 +233,14 @@ class SequenceStore:
     def history(self, row: int, max_len: int, *, end: int | None = None) -> Batch:
         """The latest ``max_len`` interactions of one user (all of them by default), for inference."""
         stop = self.n[row] if end is None else end
-        return self._histories(np.array([row]), np.array([stop]), max_len)
-
-    def latest_batches(
-        self, batch_size: int, max_len: int, rows: np.ndarray | None = None
-    ) -> Iterator[tuple[np.ndarray, Batch]]:
-        """Each user's latest ``max_len`` interactions (every user, or ``rows``), in batches."""
-        rows = np.arange(len(self.n)) if rows is None else np.asarray(rows)
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            yield chunk, self._histories(chunk, self.n[chunk], max_len)
+        return self.histories(np.array([row]), np.array([stop]), max_len)
 
     def batch_of(self, rows: np.ndarray, idx: np.ndarray) -> Batch:
         """An inference batch from explicit flat interaction indices ``idx`` (B, L), -1 = padding (left)."""
         valid = idx >= 0
         return self._assemble(rows, idx, valid, np.full_like(idx, -1), np.zeros_like(valid))
 
-    def _histories(self, rows: np.ndarray, stop: np.ndarray, max_len: int) -> Batch:
+    def histories(self, rows: np.ndarray, stop: np.ndarray, max_len: int) -> Batch:
+        """Inference batch: for each of ``rows``, the ``max_len`` interactions before its ``stop`` (exclusive)."""
         idx, valid = self._gather(self.offsets[rows] + stop, np.minimum(stop, max_len), max_len)
         return self._assemble(rows, idx, valid, np.full_like(idx, -1), np.zeros_like(valid))
