@@ -139,3 +139,48 @@ def test_analyze_needs_intent_heads(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) == 2
     assert "has no intent heads" in capsys.readouterr().err
+
+
+REAL = """
+[data]
+path = "{path}"
+format = "{format}"
+on_bad_rows = "skip"
+
+[model]
+d = 16
+max_len = 20
+
+[train]
+epochs = 2
+batch_size = 128
+"""
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "verb", "action_meaning", "absent"),
+    [
+        ("movielens", "movielens-100k", "watches", "sharing a genre or attribute with the user's previous one",
+         "format: not predicted"),
+        ("taobao", "taobao-userbehavior-prefix/UserBehavior.csv", "shops", "the log's own event type",
+         "recency: not predicted"),
+    ],
+)  # fmt: skip
+def test_analyze_on_real_data_says_only_what_the_data_shows(
+    shared_data: Path, tmp_path: Path, data: str, path: str, verb: str, action_meaning: str, absent: str
+) -> None:
+    config = write(tmp_path / "c.toml", REAL.format(path=shared_data / path, format=data))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    result = analyze(load_run(tmp_path / "run"), tmp_path / "out", k=4, k_range=range(2, 4))
+    assert "archetypes" not in result, "no ground truth, no claim of recovering one"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.startswith(f"# Who {verb}, and why: ")
+    assert action_meaning in report and absent in report
+    assert "archetype" not in report and "Rand" not in report
+    names = " ".join(s["name"] for s in result["segments"])
+    if data == "movielens":  # no series: "continue" is a genre shared with the last film, not a series
+        assert "Continue-watchers" not in names
+    else:  # no release dates: nothing is said about new releases; the actions are the log's own
+        assert all("new releases" not in s["description"] for s in result["segments"])
+        assert set(result["segments"][0]["dominant_intents"]["action"]) == {"pv", "cart", "fav", "buy"}
+        assert "Casual viewers" not in names and "genres" not in report

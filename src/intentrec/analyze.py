@@ -43,6 +43,7 @@ __all__ = ["UserIntents", "analyze", "explain", "extract", "name_segments"]
 
 SEGMENT_NAMES = {
     "continue": "Continue-watchers",
+    "continue (previous genre)": "Genre-followers",  # no series: continue = shares a genre with the last item
     "discover": "Explorers",
     "rewatch": "Rewatchers",
     "buy": "Buyers",
@@ -194,6 +195,8 @@ def name_segments(run: Run, intents: UserIntents, labels: np.ndarray) -> list[di
     """Describe and name each segment by its intents and behaviour relative to the whole population."""
     heads = {h.name: h for h in run.store.heads}
     cuts = np.quantile(intents.history_length, [1 / 3, 2 / 3])
+    by_genre = "action" in heads and "previous genre" in heads["action"].source
+    shop = "action" in heads and heads["action"].source == "event type"
     segments = []
     for segment in range(int(labels.max()) + 1):
         members = labels == segment
@@ -211,7 +214,8 @@ def name_segments(run: Run, intents: UserIntents, labels: np.ndarray) -> list[di
             facts.append(", ".join(f"{share[i]:.0%} {classes[i]}" for i in np.argsort(-share)[:2]))
             if share[top] < 0.3:  # a lift on a rare behaviour is not what a segment is about
                 top = int(np.argmax(share))
-            candidates.append((share[top] / max(overall[top], 1e-9), SEGMENT_NAMES.get(classes[top], classes[top])))
+            key = "continue (previous genre)" if by_genre and classes[top] == "continue" else classes[top]
+            candidates.append((share[top] / max(overall[top], 1e-9), SEGMENT_NAMES.get(key, key)))
         if "genre" in intents.probabilities:
             p = intents.probabilities["genre"]
             share, overall = p[members].mean(0), p.mean(0)
@@ -220,12 +224,14 @@ def name_segments(run: Run, intents: UserIntents, labels: np.ndarray) -> list[di
             dominant["genre"] = {classes[i]: round(float(share[i]), 3) for i in order[:3]}
             normalised = share / share.sum()
             entropy = float(-(normalised * np.log2(np.maximum(normalised, 1e-12))).sum())
-            breadth = "broad genres" if entropy > 0.85 * np.log2(len(classes)) else f"mostly {classes[order[0]]}"
+            kind = "categories" if shop else "genres"  # a shop's "genres" are its item categories
+            broad = entropy > 0.85 * np.log2(len(classes))
+            breadth = f"broad {kind}" if broad else f"mostly {'category ' if shop else ''}{classes[order[0]]}"
             facts.append(f"{breadth} (top: {', '.join(classes[i] for i in order[:2])})")
             # one real genre (not the "other" bucket) holds a quarter of the genre mass or more
             if classes[order[0]] != "other" and normalised[order[0]] >= 0.25:
                 lift = share[order[0]] / max(overall[order[0]], 1e-9)
-                candidates.append((lift, f"{classes[order[0]]} enthusiasts"))
+                candidates.append((lift, f"{'Category ' if shop else ''}{classes[order[0]]} enthusiasts"))
         if "recency" in intents.probabilities:
             p = intents.probabilities["recency"]
             classes = heads["recency"].classes
@@ -241,7 +247,7 @@ def name_segments(run: Run, intents: UserIntents, labels: np.ndarray) -> list[di
         facts.append(f"{activity} activity (median {length:.0f} events)")
         if activity == "light":
             overall_median = float(np.median(intents.history_length))
-            candidates.append((overall_median / max(length, 1.0), "Casual viewers"))
+            candidates.append((overall_median / max(length, 1.0), "Occasional visitors" if shop else "Casual viewers"))
         name = max(candidates)[1] if candidates else f"Segment {segment}"
         mean_weights = (
             {h: round(float(w), 4) for h, w in zip(intents.head_names, intents.weights[members].mean(0), strict=True)}
@@ -438,6 +444,8 @@ def analyze(
         "k": k,
         "features": features,
         "span": span,
+        "heads": {h.name: h.source for h in run.store.heads if h.name in intents.head_names},
+        "disabled_heads": dict(run.prepared.disabled_heads),
         "silhouette": silhouettes,
         "segments": segments,
     }
@@ -452,13 +460,15 @@ def analyze(
 
 def _report(run: Run, result: dict[str, Any]) -> str:
     over = "their whole history" if result["span"] == "history" else "their latest interactions"
+    shop = result["heads"].get("action") == "event type"
+    verb, taste = ("shops", "category") if shop else ("watches", "genre")
     lines = [
-        f"# Who watches, and why: {result['users']:,} users in {len(result['segments'])} segments",
+        f"# Who {verb}, and why: {result['users']:,} users in {len(result['segments'])} segments",
         "",
         f"Run `{run.path}` ({run.config.model.kind} {run.config.model.variant}). Each user is placed by "
         + (
             f"their intent profile: the model's predicted intents averaged over {over} (what "
-            "the model believes they come for), how concentrated their genre taste is, the intent-head weights "
+            f"the model believes they come for), how concentrated their {taste} taste is, the intent-head weights "
             "and how active they are"
             if result["features"] == "profile"
             else f"the model's intent embedding averaged over {over}"
@@ -520,12 +530,32 @@ def _report(run: Run, result: dict[str, Any]) -> str:
             "weights and activity; the embedding is the raw intent embedding Z, whose variance is mostly "
             "*which* genre a user likes. More segments than archetypes split archetypes and lower the index.",
         ]
+    lines += ["", "**What the intents mean in this data** (how each head's labels were derived from the log):", ""]
+    lines += [f"- {name}: {_meaning(name, source, shop)}" for name, source in result["heads"].items()]
+    lines += [f"- {name}: not predicted ({reason})" for name, reason in result["disabled_heads"].items()]
     lines += [
         "",
-        "What this does not show: segments describe predicted intents, not causes; on data without "
-        "sessions or a catalogue (no genres, no release dates) the corresponding facts are absent.",
+        "What this does not show: segments describe predicted intents, not causes; a head this data cannot "
+        "label is absent and nothing is said about it.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _meaning(head: str, source: str, shop: bool) -> str:
+    """A head's label source (as the manifest records it) in words a product person reads."""
+    if head == "action" and source.startswith("derived"):
+        rule = source[source.find("(") + 1 : source.find(")")]
+        cont = {
+            "series": "continue = another title of a series the user has engaged with",
+            "previous genre": "continue = an item sharing a genre or attribute with the user's previous one "
+            "(this catalogue has no series)",
+        }.get(rule, "continue: never (the catalogue has neither series nor genres)")
+        return f"rewatch = an item the user engaged with before; {cont}; discover = anything else"
+    if head == "action":
+        return "the log's own event type"
+    if head == "genre" and shop:
+        return source.replace("genres/attributes", "item categories")
+    return source
 
 
 @torch.no_grad()
