@@ -7,6 +7,9 @@ as soon as the previous one is answered, for a fixed time after a warm-up.
 
 Scenarios: the home page (6 rows x 10 items) with 16 clients, "up next" with 16 clients, the home
 page while another client posts events, and overload (200 clients against ``--max-inflight 64``).
+Each model is served twice: with the inference cache (the default; the clients draw from 500 users,
+so after the warm-up most requests are repeat visits answered from it) and with ``--cache-mb 0``
+(every request runs the model, as the first request after a new event does).
 Reported: P50/P95/P99 latency (ms), throughput (requests/s), status codes, fallback answers, server
 peak RSS (all its processes), and the mean forward-pass batch size from the service's own /metrics.
 The load generator runs on the same machine and competes with the service for its cores. Results:
@@ -48,6 +51,7 @@ TRAIN = {  # the frozen config, fewer epochs: latency does not depend on how wel
     "synthetic": ["--config", str(REPO / "configs" / "synthetic" / "intentrec-v3.toml"), "--set", "train.epochs=3"],
 }
 TARGETS = {"home_p95_ms": 25.0, "home_p99_ms": 50.0, "next_p95_ms": 10.0}
+UNCACHED = ("home_16", "next_16", "home_16_paced_200rps", "next_16_paced_200rps")  # scenarios run with the cache off
 
 
 def ensure_run(data: str, env: dict[str, str]) -> Path:
@@ -209,7 +213,7 @@ def metric_sum(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+def bench_model(data: str, args: argparse.Namespace, env: dict[str, str], cache: bool) -> dict[str, Any]:
     run = ensure_run(data, env)
     users = pl.read_parquet(run / "data" / "users.parquet")["user"].to_list()
     items = pl.read_parquet(run / "data" / "items.parquet")["item"].to_list()
@@ -219,7 +223,7 @@ def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dic
     db = Path(tempfile.mkdtemp()) / "events.db"
     command = [sys.executable, "-m", "intentrec.cli", "serve", str(run), "--port", str(port), "--db", str(db),
                "--threads", str(args.threads), "--workers", str(args.workers), "--max-inflight", "64",
-               "--seed", "0"]  # fmt: skip
+               "--seed", "0", *([] if cache else ["--cache-mb", "0"])]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -255,7 +259,7 @@ def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dic
             ("home_overload_200", home, 200, None, None),
         ]
         for name, paths, clients, stream, rate in plan:
-            if args.only and name not in args.only:
+            if (args.only and name not in args.only) or (not cache and name not in UNCACHED):
                 continue
             print(f"  {data}: {name} ...", flush=True)
             scenarios[name] = asyncio.run(drive(port, paths, clients, args.seconds, args.warmup, stream, rate))
@@ -272,6 +276,9 @@ def bench_model(data: str, args: argparse.Namespace, env: dict[str, str]) -> dic
             "peak_rss_mb": peak.peak,
             "server_alive_after_overload": server.poll() is None,
             "mean_forward_batch": metric_sum(metrics, "intentrec_model_batch_size_sum") / max(batches, 1),
+            "cache": cache,
+            "answers_from_cache": metric_sum(metrics, 'intentrec_inferences_total{source="cache"}'),
+            "answers_from_model": metric_sum(metrics, 'intentrec_inferences_total{source="model"}'),
             "scenarios": scenarios,
         }
     finally:
@@ -306,7 +313,10 @@ def write_report(results: dict[str, Any], command: str, args: argparse.Namespace
         f"Closed-loop clients (paced: exponential think time, 200 requests/s offered in all), "
         f"{args.seconds:g} s measured after {args.warmup:g} s of warm-up; service "
         f"`--workers {args.workers} --threads {args.threads} --max-inflight 64`. Targets: home P95 <= 25 ms and "
-        "P99 <= 50 ms at 16 clients, up next P95 <= 10 ms.",
+        "P99 <= 50 ms at 16 clients, up next P95 <= 10 ms. Each model is served with the inference cache (the "
+        "default: 500 users drawn again and again, so most answers after the warm-up are repeat visits served "
+        "from it) and with `--cache-mb 0` (\"cache off\": every request runs the model, as the first request "
+        "after a user's new event does).",
         "",
         "| model | scenario | clients | req/s | P50 ms | P95 ms | P99 ms | status | fallbacks |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -317,10 +327,12 @@ def write_report(results: dict[str, Any], command: str, args: argparse.Namespace
             lines.append(f"| {data} ({r['items']:,} items) | {name} | {s['clients']} | {s['throughput_rps']:.0f} | "
                          f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | {status} | "
                          f"{s['fallback_answers']} |")  # fmt: skip
-    lines += ["", "| model | idle RSS MB | peak RSS MB | mean requests per forward pass | alive after overload |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| model | idle RSS MB | peak RSS MB | answers from the cache | mean requests per forward pass | "
+              "alive after overload |", "|---|---|---|---|---|---|"]  # fmt: skip
     for data, r in results.items():
-        lines.append(f"| {data} | {r['idle_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['mean_forward_batch']:.1f} | "
+        answers = r["answers_from_cache"] + r["answers_from_model"]
+        lines.append(f"| {data} | {r['idle_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['answers_from_cache'] / max(answers, 1):.0%} | {r['mean_forward_batch']:.1f} | "
                      f"{r['server_alive_after_overload']} |")  # fmt: skip
     (RESULTS / "serve.md").write_text("\n".join(lines) + "\n")
 
@@ -338,7 +350,10 @@ def main() -> None:
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("INTENTREC_SHARED_DATA", str(REPO.parent / "shared" / "data"))
-    results = {data: bench_model(data, args, env) for data in args.data}
+    results = {}
+    for data in args.data:
+        results[data] = bench_model(data, args, env, cache=True)
+        results[f"{data}, cache off"] = bench_model(data, args, env, cache=False)
     write_report(results, "python bench/serve.py " + " ".join(sys.argv[1:]), args)
     print(f"-> {RESULTS / 'serve.md'}")
 

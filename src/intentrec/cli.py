@@ -294,12 +294,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--diversity must be between 0 and 1, got {args.diversity}")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.cache_mb < 0:
+        raise UsageError(f"--cache-mb must be 0 or more, got {args.cache_mb}")
     settings = ServeSettings(
         exploration=args.exploration,
         diversity=args.diversity,
         model_timeout_ms=args.timeout_ms,
         exclude_seen=not args.keep_seen,
         seed=args.seed,
+        cache_mb=args.cache_mb,
     )
     admin = "enabled" if os.environ.get(ADMIN_TOKEN_VARIABLE) else f"disabled (set {ADMIN_TOKEN_VARIABLE})"
     where = f"http://{args.host}:{args.port}; events and deletions in {args.db}; admin endpoints {admin}"
@@ -460,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight", type=int, default=64, help="concurrent requests before 503 + Retry-After")
     p.add_argument("--keep-seen", action="store_true", help="let discovery rows show items the user has seen")
     p.add_argument("--seed", type=int, help="exploration random seed")
+    p.add_argument(
+        "--cache-mb",
+        type=float,
+        default=64.0,
+        help="memory for recent inferences, reused while a user's history and the model are unchanged (0 off)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (default: torch's choice)")
     p.add_argument(
         "--workers",

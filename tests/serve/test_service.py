@@ -24,8 +24,9 @@ from intentrec.cli import main
 from intentrec.config import load_config
 from intentrec.runs import prepare_data
 from intentrec.serve.app import create_app
-from intentrec.serve.engine import Answer, Engine, Inference, ServeSettings
+from intentrec.serve.engine import Answer, Engine, Inference, InferenceCache, ServeSettings
 from intentrec.serve.events import Event, SQLiteEventStore, read_deletions
+from intentrec.serve.live import History
 from tests.conftest import write
 
 SMALL = """
@@ -286,6 +287,58 @@ def test_posted_events_change_intents_and_recommendations_without_retraining(run
         or after["intents"]["action"]["continue"] > before["intents"]["action"]["continue"]
     )
     assert warm["source"] == "model" and warm["history_length"] == 1
+
+
+def test_the_inference_cache_answers_as_the_model_would_and_forgets(run_dir: Path, tmp_path: Path) -> None:
+    """A repeat request is answered from the cache with exactly the model's answer; a new event, a
+    deletion or another model version is a different key; with the cache off the model always runs."""
+    user = users_of(run_dir)[9]
+    catalogue = Engine(run_dir, SQLiteEventStore(tmp_path / "x.db")).current.catalogue
+
+    def inferences(c: TestClient) -> dict[str, float]:
+        lines = [line for line in c.get("/metrics").text.splitlines() if line.startswith("intentrec_inferences_total")]
+        return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in lines}
+
+    with client(run_dir, tmp_path / "off.db", settings=ServeSettings(cache_mb=0)) as c:
+        fresh = [c.get(f"/v1/users/{user}/next", params={"k": 20}).json() for _ in range(2)]
+        assert inferences(c) == {"model": 2.0}
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN)
+    engine: Engine = app.state.engine
+    with TestClient(app) as c:
+        first = c.get(f"/v1/users/{user}/next", params={"k": 20}).json()
+        again = c.get(f"/v1/users/{user}/next", params={"k": 20}).json()
+        intent = c.get(f"/v1/users/{user}/intent").json()
+        assert inferences(c) == {"model": 1.0, "cache": 2.0}
+        assert first == again == fresh[0] == fresh[1], "the cache answers exactly what the model computes"
+        assert intent["intents"] == first["intents"] | intent["intents"]
+        c.post("/v1/events", json={"events": [{"user": user, "item": catalogue.ids[5], "timestamp": 2_000_000_000}]})
+        after = c.get(f"/v1/users/{user}/next", params={"k": 20}).json()
+        assert inferences(c) == {"model": 2.0, "cache": 2.0} and after["history_length"] == first["history_length"] + 1
+        assert any(key[1] == user for key in engine.cache.entries)
+        assert c.delete(f"/v1/users/{user}", headers=ADMIN).status_code == 200
+        assert not any(key[1] == user for key in engine.cache.entries), "a deleted user's inferences are dropped"
+        assert c.get(f"/v1/users/{user}/next").json()["fallback_reason"] == "cold_start"
+
+
+def test_the_inference_cache_is_bounded_in_bytes_least_recently_used_out() -> None:
+    history = History(np.arange(1, 40), np.zeros((39, 2), dtype=np.int64), np.ones(39, dtype=np.int64),
+                      np.ones(39, dtype=np.int64), None)  # fmt: skip
+    one = Inference(np.zeros(1000, dtype=np.float32), {}, {})  # 4,000 bytes of scores + the overhead
+    cache = InferenceCache(3 * (4000 + InferenceCache.OVERHEAD))
+    keys = [cache.key("v1", f"u{i}", history, 30) for i in range(4)]
+    assert len({k[2] for k in keys}) == 1, "the digest is of the model input, the user is part of the key"
+    assert cache.key("v1", "u0", history, 30) != cache.key("v2", "u0", history, 30)
+    longer = History(*(np.r_[a, a[-1:]] for a in (history.items, history.categorical, history.gaps, history.window)),
+                     None)  # fmt: skip
+    assert cache.key("v1", "u0", history, 30) != cache.key("v1", "u0", longer, 30)
+    for key in keys[:3]:
+        cache.put(key, one)
+    assert cache.get(keys[0]) is one  # u0 is now the most recently used
+    cache.put(keys[3], one)  # over the bound: u1, the least recently used, goes
+    assert cache.get(keys[1]) is None and cache.get(keys[0]) is one and cache.get(keys[3]) is one
+    assert cache.bytes == 3 * (4000 + InferenceCache.OVERHEAD) and (cache.hits, cache.misses) == (3, 1)
+    cache.forget("u0")
+    assert cache.get(keys[0]) is None and cache.bytes == 2 * (4000 + InferenceCache.OVERHEAD)
 
 
 # -- fallback -------------------------------------------------------------------------------------

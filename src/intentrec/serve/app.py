@@ -111,6 +111,9 @@ class Metrics:
             "intentrec_request_seconds", "request latency", ["surface"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.fallbacks = Counter("intentrec_fallbacks", "answers from the fallback", ["surface", "reason"], registry=r)
+        self.inferences = Counter(
+            "intentrec_inferences", "model answers, computed or from the inference cache", ["source"], registry=r
+        )
         self.rejected = Counter("intentrec_rejected", "requests refused with 503 under overload", registry=r)
         self.inflight = Gauge(
             "intentrec_inflight_requests", "requests being served", registry=r, multiprocess_mode="livesum"
@@ -249,6 +252,8 @@ def create_app(
         answer = await engine.answer(user)
         if answer.fallback:
             metrics.fallbacks.labels(surface, answer.fallback).inc()
+        elif answer.inference is not None:
+            metrics.inferences.labels("cache" if answer.cached else "model").inc()
         return answer
 
     def build(surface: str, answer: Answer, make: Callable[[Answer], dict[str, Any]]) -> JSONResponse:
@@ -311,7 +316,7 @@ def create_app(
         """Delete the user's stored events, hide their training history from serving, and record the
         deletion so that `intentrec data prepare --deletions DB` leaves them out of future training."""
         deletion = await run_in_threadpool(events.delete_user, user)
-        engine.deleted.add(user)
+        engine.forget(user)
         return {
             "user": user,
             "events_deleted": deletion.events_deleted,

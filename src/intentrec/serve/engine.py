@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ class ServeSettings:
     exclude_seen: bool = True  # discovery rows and up next leave out items the user has interacted with
     intent_threshold: float = 0.25  # probability that opens an intent-driven row that is not the top intent
     seed: int | None = None  # exploration random seed (None: fresh entropy)
+    cache_mb: float = 64.0  # memory for recent inferences (`InferenceCache`); 0 turns the cache off
 
 
 @dataclass
@@ -71,6 +74,60 @@ class Inference:
     scores: np.ndarray  # (I + 1,) model scores, index 0 = -inf
     intents: dict[str, dict[str, float]]  # head -> class -> probability, most likely first
     weights: dict[str, float]  # head -> intent weight
+    _order: np.ndarray | None = field(default=None, repr=False)
+
+    def order(self) -> np.ndarray:
+        """Item ids by descending score, padding left out (sorted once, then reused)."""
+        if self._order is None:
+            order = np.argsort(-self.scores, kind="stable")
+            self._order = order[order != 0]
+        return self._order
+
+
+class InferenceCache:
+    """Recent inferences, least recently used out first, bounded in bytes. The key is the model version,
+    the user and a digest of the exact model input (the history's latest ``max_len`` interactions and
+    their features), so a hit is what the model would compute now: a new event, a deletion or another
+    model version is a different key. A deleted user's entries are dropped at once (`forget`). Used
+    from the event loop's thread only."""
+
+    OVERHEAD = 2048  # bytes per entry besides the scores: intents, weights, key
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[str, str, bytes], Inference] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(version: str, user: str, history: History, max_len: int) -> tuple[str, str, bytes]:
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (history.items, history.categorical, history.gaps, history.window):
+            digest.update(np.ascontiguousarray(part[-max_len:]).tobytes())
+        return version, user, digest.digest()
+
+    def get(self, key: tuple[str, str, bytes]) -> Inference | None:
+        found = self.entries.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str, bytes], inference: Inference) -> None:
+        size = inference.scores.nbytes + self.OVERHEAD
+        if size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = inference
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self.entries.popitem(last=False)
+            self.bytes -= dropped.scores.nbytes + self.OVERHEAD
+
+    def forget(self, user: str) -> None:
+        for key in [k for k in self.entries if k[1] == user]:
+            self.bytes -= self.entries.pop(key).scores.nbytes + self.OVERHEAD
 
 
 class ModelVersion:
@@ -277,6 +334,7 @@ class Answer:
     fallback: FallbackReason | None = None
     detail: str | None = None
     seen: set[int] = field(default_factory=set)
+    cached: bool = False  # the inference came from the cache
 
 
 class Engine:
@@ -286,6 +344,7 @@ class Engine:
         self.current = ModelVersion(run_dir)
         self.previous: ModelVersion | None = None
         self.deleted: set[str] = set()
+        self.cache = InferenceCache(int(self.settings.cache_mb * 2**20))
         self._deleted_through = float("-inf")  # deleted_at of the newest deletion read
         self._read_deletions()
         self._changes = events.changes()
@@ -297,8 +356,13 @@ class Engine:
     # -- state shared by the service's processes -----------------------------------------------
     def _read_deletions(self) -> None:
         for d in self.events.deletions(self._deleted_through if self.deleted else None):
-            self.deleted.add(d.user)
+            self.forget(d.user)
             self._deleted_through = max(self._deleted_through, d.deleted_at)
+
+    def forget(self, user: str) -> None:
+        """Serve ``user`` as deleted from now on: no training history, nothing cached."""
+        self.deleted.add(user)
+        self.cache.forget(user)
 
     def sync(self) -> None:
         """Catch up with what other processes of the service wrote to the store since the last call:
@@ -374,19 +438,32 @@ class Engine:
         elif not version.model_loaded:
             answer.fallback, answer.detail = "model_unavailable", version.error
         else:
-            future = self.batcher.submit(version, history)
-            try:
-                answer.inference = await asyncio.wait_for(
-                    asyncio.shield(future), timeout=self.settings.model_timeout_ms / 1000
-                )
-            except asyncio.TimeoutError:
-                future.cancel()
-                answer.fallback = "model_timeout"
-                answer.detail = f"the model took longer than {self.settings.model_timeout_ms:g} ms"
-            except Exception as exc:  # any model fault becomes a fallback answer, never a 500
-                log.exception("model failed for user %r", user)
-                answer.fallback, answer.detail = "model_error", f"{type(exc).__name__}: {exc}"
+            assert version.run is not None
+            key = self.cache.key(version.id, user, history, version.run.model.max_len)
+            answer.inference = self.cache.get(key) if self.cache.max_bytes else None
+            answer.cached = answer.inference is not None
+            if answer.inference is None:
+                await self._infer(answer, key)
         return answer
+
+    async def _infer(self, answer: Answer, key: tuple[str, str, bytes]) -> None:
+        """Run the model for ``answer`` (batched with the other requests waiting), within the time budget;
+        a timeout or a fault becomes the fallback with its reason."""
+        user = key[1]
+        future = self.batcher.submit(answer.version, answer.history)
+        try:
+            answer.inference = await asyncio.wait_for(
+                asyncio.shield(future), timeout=self.settings.model_timeout_ms / 1000
+            )
+            if self.cache.max_bytes:
+                self.cache.put(key, answer.inference)
+        except asyncio.TimeoutError:
+            future.cancel()
+            answer.fallback = "model_timeout"
+            answer.detail = f"the model took longer than {self.settings.model_timeout_ms:g} ms"
+        except Exception as exc:  # any model fault becomes a fallback answer, never a 500
+            log.exception("model failed for user %r", user)
+            answer.fallback, answer.detail = "model_error", f"{type(exc).__name__}: {exc}"
 
     # -- surfaces ----------------------------------------------------------------------------------
     def intent(self, user: str, answer: Answer) -> dict[str, Any]:
@@ -406,7 +483,7 @@ class Engine:
             reason = "popular now"
         else:
             scores = answer.inference.scores
-            order = Ranking(scores, exclude).items(None, False, k)
+            order = Ranking(scores, exclude, answer.inference.order()).items(None, False, k)
             reason = self._intent_reason(answer.inference)
         out["items"] = [self._item(version, i, scores[i]) for i in order[:k]]
         out["reason"] = reason
@@ -499,7 +576,7 @@ class Engine:
         version, inference, history = answer.version, answer.inference, answer.history
         cat, scores = version.catalogue, inference.scores
         exclude = answer.seen if self.settings.exclude_seen else set()
-        ranking = Ranking(scores, exclude)
+        ranking = Ranking(scores, exclude, inference.order())
         popularity = Ranking(version.catalogue.popularity, exclude, version.by_popularity)
         intents = inference.intents
         action = intents.get("action", {})
