@@ -315,7 +315,7 @@ def write_report(results: dict[str, Any], command: str, args: argparse.Namespace
         f"`--workers {args.workers} --threads {args.threads} --max-inflight 64`. Targets: home P95 <= 25 ms and "
         "P99 <= 50 ms at 16 clients, up next P95 <= 10 ms. Each model is served with the inference cache (the "
         "default: 500 users drawn again and again, so most answers after the warm-up are repeat visits served "
-        "from it) and with `--cache-mb 0` (\"cache off\": every request runs the model, as the first request "
+        'from it) and with `--cache-mb 0` ("cache off": every request runs the model, as the first request '
         "after a user's new event does).",
         "",
         "| model | scenario | clients | req/s | P50 ms | P95 ms | P99 ms | status | fallbacks |",
