@@ -98,6 +98,21 @@ def seen_excluded(run: Path, env: dict[str, str]) -> dict[str, Any] | None:
     return loaded
 
 
+def true_intents(run: Path) -> dict[str, Any]:
+    """Intent heads of a synthetic-world run against the generator's true session intents on the test
+    targets (`intentrec.quickstart.ground_truth_intent_accuracy`; computed once, {} without heads)."""
+    cached = run / "test_true_intents.json"
+    if not cached.exists():
+        from intentrec.quickstart import ground_truth_intent_accuracy
+        from intentrec.runs import load_run
+
+        loaded = load_run(run)
+        result = ground_truth_intent_accuracy(loaded, run / "world") if loaded.model.heads else {}
+        cached.write_text(json.dumps(result, indent=2) + "\n")
+    out: dict[str, Any] = json.loads(cached.read_text())
+    return out
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": len(summaries)}
     if all("test_seen_excluded" in s for s in summaries):
@@ -118,6 +133,12 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             }
     out["train_seconds"] = statistics.fmean(s["train_seconds"] for s in summaries)
     out["best_epoch"] = [s["best_epoch"] for s in summaries]
+    truth = [s["test_true_intents"] for s in summaries if s.get("test_true_intents")]
+    if truth:
+        out["true_intents"] = {
+            head: {metric: statistics.fmean(t[head][metric] for t in truth) for metric in values if metric != "targets"}
+            for head, values in truth[0].items()
+        }
     intents = summaries[0]["test"].get("intents", {})
     out["intents"] = {
         head: {
@@ -144,6 +165,8 @@ def collect(
                     excluded = seen_excluded(run, env) if data in S3REC else None
                     if excluded is not None:
                         found[-1]["test_seen_excluded"] = excluded
+                    if data == "synthetic":
+                        found[-1]["test_true_intents"] = true_intents(run)
             if found:
                 table.setdefault(data, {})[model] = aggregate(found)
     return table
@@ -194,6 +217,17 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         if excluded:
             lines += ["", "The last two columns never rank the user's earlier items, as the S3-Rec all-rank table "
                       "does; the published S3-Rec rows are repeated there."]  # fmt: skip
+        truth = {m: e["true_intents"] for m, e in models.items() if e.get("true_intents")}
+        if truth:
+            lines += ["", "Intent heads against the generator's true session intents (test targets; mean over seeds). "
+                      "Session-start Bayes: the best possible guess from the generator's own probabilities before any "
+                      "event of the session is seen; majority: always the most frequent true class.", "",
+                      "| model | head | accuracy | session-start Bayes | majority |",
+                      "|---|---|---|---|---|"]  # fmt: skip
+            for model, per_head in truth.items():
+                for head, m in per_head.items():
+                    lines.append(f"| {model} | {head} | {m['accuracy']:.4f} | {m['bayes_accuracy']:.4f} | "
+                                 f"{m['majority_accuracy']:.4f} |")  # fmt: skip
         heads = {m: e["intents"] for m, e in models.items() if e["intents"]}
         if heads:
             lines += ["", "Intent heads on the test targets (observed next-interaction labels):", ""]

@@ -679,6 +679,24 @@ def test_overload_answers_503_with_retry_after(run_dir: Path, tmp_path: Path, mo
     assert app.state.metrics.rejected._value.get() == codes[503]
 
 
+def test_overload_is_refused_even_when_every_answer_is_cached(run_dir: Path, tmp_path: Path) -> None:
+    """Answers from the inference cache never wait on the model; requests that arrive together are still
+    counted together, so a burst past the bound is refused instead of queueing behind the event loop."""
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN, max_inflight=4)
+    user = users_of(run_dir)[0]
+
+    async def scenario() -> tuple[httpx.Response, list[httpx.Response]]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            first = await c.get(f"/v1/users/{user}/next")  # the model runs once; the burst is all cache hits
+            return first, await asyncio.gather(*[c.get(f"/v1/users/{user}/next") for _ in range(20)])
+
+    first, responses = asyncio.run(scenario())
+    codes = Counter(r.status_code for r in responses)
+    assert first.status_code == 200 and app.state.engine.cache.hits >= 4
+    assert codes[200] >= 4 and codes[503] >= 1 and set(codes) <= {200, 503}
+    assert [r.json() for r in responses if r.status_code == 200][0] == first.json()
+
+
 def test_feature_values_the_training_log_never_had_become_unknown(run_dir: Path, tmp_path: Path) -> None:
     """E.g. a rewatch posted to a model trained on a log without repeats (ML-100K): its action code has
     no embedding row, so it is fed as 0 (unknown) instead of crashing the forward pass."""

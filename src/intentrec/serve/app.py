@@ -27,6 +27,7 @@ others at their next request; `Engine.sync`), and one Prometheus registry (its m
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -175,6 +176,11 @@ class Guard:
         self.inflight += limited
         self.metrics.inflight.inc(limited)
         try:
+            if limited:
+                # Let every request that arrived in this turn of the event loop be counted before any is
+                # served: one answered without waiting (a cache hit) would otherwise leave the count at 1
+                # however many requests queue behind it, and the bound would never refuse.
+                await asyncio.sleep(0)
             await self.app(scope, receive, capture)
         finally:
             self.inflight -= limited
