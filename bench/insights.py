@@ -81,6 +81,34 @@ def run_seed(seed: int, k: int) -> dict[str, Any]:
     }
 
 
+REAL = ("ml-100k", "taobao")  # real data sets whose accuracy runs (IntentRec V3, seed 0) are analysed too
+
+
+def real_data(data: str, k: int) -> dict[str, Any] | None:
+    """`intentrec analyze` on the accuracy benchmark's IntentRec V3 run (seed 0) of a real data set: no
+    ground truth, so the segments are only described (aggregates; no user ids are kept here)."""
+    from intentrec.analyze import analyze
+    from intentrec.runs import load_run
+
+    run_dir = RUNS / f"{data}-intentrec-v3-s0"
+    if not (run_dir / "summary.json").exists():
+        print(f"  {data}: no finished run at {run_dir} (python bench/accuracy.py --data {data}); left out", flush=True)
+        return None
+    result = analyze(load_run(run_dir), RUNS / f"insights-{data}", k=k, seed=0)
+    return {
+        "run": str(run_dir.relative_to(REPO)),
+        "users": result["users"],
+        "silhouette": result["silhouette"],
+        "largest_action_gap": result["largest_action_gap"],
+        "heads": result["heads"],
+        "disabled_heads": result["disabled_heads"],
+        "segments": [
+            {"name": s["name"], "size": s["size"], "description": s["description"]}
+            for s in sorted(result["segments"], key=lambda s: -s["size"])
+        ],
+    }
+
+
 def markdown(record: dict[str, Any]) -> str:
     k, rows = record["k"], record["seeds"]
     n = rows[0]["archetypes"]
@@ -119,6 +147,27 @@ def markdown(record: dict[str, Any]) -> str:
         *(f"- {s}" for s in rows[0]["segments"]),
         "",
     ]  # fmt: skip
+    for data, r in record.get("real", {}).items():
+        silhouette = {int(kk): v for kk, v in r["silhouette"].items()}
+        best = max(silhouette, key=silhouette.__getitem__)
+        at_k = f"; {silhouette[k]:.3f} at K = {k}" if k in silhouette else ""
+        lines += [
+            f"## {data}: segments described (no ground truth)",
+            "",
+            f"`intentrec analyze {r['run']} --k {k}`: {r['users']:,} users. Largest difference between segments "
+            f"in any predicted action share: {r['largest_action_gap']:.0%} points; the silhouette is highest at "
+            f"K = {best} ({silhouette[best]:.3f}{at_k}).",
+            "",
+            "| segment | users | what stands out |",
+            "|---|---|---|",
+            *(f"| {s['name']} | {s['size']:,} | {s['description'].split(': ', 1)[1]} |" for s in r["segments"]),
+            "",
+            "What the intents mean in this data: "
+            + "; ".join(f"{h}: {src}" for h, src in r["heads"].items())
+            + "".join(f"; {h}: not predicted ({why})" for h, why in r["disabled_heads"].items())
+            + ".",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -133,6 +182,7 @@ def main() -> None:
         print(f"seed {seed} ...", flush=True)
         rows.append(run_seed(seed, args.k))
         print(f"  ARI {rows[-1]['adjusted_rand_index']:.3f}", flush=True)
+    real = {data: r for data in REAL if (r := real_data(data, args.k)) is not None}
     seeds = f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else ""
     record = {
         "command": f"python bench/insights.py{seeds}",
@@ -141,6 +191,7 @@ def main() -> None:
         "k": args.k,
         "target": TARGET,
         "seeds": rows,
+        "real": real,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "insights.json").write_text(json.dumps(record, indent=2) + "\n")

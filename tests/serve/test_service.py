@@ -110,7 +110,8 @@ def test_unknown_items_are_kept_in_the_store_but_not_fed_to_the_model(run_dir: P
         r = c.post("/v1/events", json={"events": [{"user": "new", "item": item}, {"user": "new", "item": "nope"}]})
         assert r.status_code == 200
         assert r.json() | {"model_version": ""} == {
-            "stored": 2, "users": 1, "unknown_items": ["nope"], "unknown_item_count": 1, "model_version": ""
+            "stored": 2, "users": 1, "unknown_items": ["nope"], "unknown_item_count": 1, "prefetched": 1,
+            "model_version": "",
         }  # fmt: skip
         assert c.get("/v1/users/new/intent").json()["history_length"] == 1
     assert len(SQLiteEventStore(tmp_path / "e.db").events("new")) == 2
@@ -318,6 +319,48 @@ def test_the_inference_cache_answers_as_the_model_would_and_forgets(run_dir: Pat
         assert c.delete(f"/v1/users/{user}", headers=ADMIN).status_code == 200
         assert not any(key[1] == user for key in engine.cache.entries), "a deleted user's inferences are dropped"
         assert c.get(f"/v1/users/{user}/next").json()["fallback_reason"] == "cold_start"
+
+
+def test_events_start_the_forward_pass_and_requests_share_one(run_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A user's new events start their forward pass at once (the post-play "up next" then finds it done);
+    concurrent requests for the same user and history share one forward pass."""
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN)
+    engine: Engine = app.state.engine
+    version = engine.current
+    real, passes = version.infer, []
+
+    def counting(histories: Any) -> Any:
+        passes.append(len(histories))
+        return real(histories)
+
+    monkeypatch.setattr(version, "infer", counting)
+    users = users_of(run_dir)
+    item = version.catalogue.ids[4]
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            posted = (await c.post("/v1/events", json={"events": [
+                {"user": users[1], "item": item, "timestamp": 2_000_000_000},
+                {"user": "nobody-yet", "item": "not-in-catalogue"},  # no usable history: nothing to start
+            ]})).json()  # fmt: skip
+            for _ in range(100):  # the prefetch lands in the cache
+                if not engine._inflight:
+                    break
+                await asyncio.sleep(0.01)
+            after_play = (await c.get(f"/v1/users/{users[1]}/next")).json()
+            together = await asyncio.gather(*[c.get(f"/v1/users/{users[2]}/next") for _ in range(5)])
+            return posted, after_play, [r.json() for r in together]
+
+    posted, after_play, together = asyncio.run(scenario())
+    assert posted["prefetched"] == 1
+    assert passes[0] == 1 and engine.cache.hits >= 1 and after_play["source"] == "model"
+    assert after_play["history_length"] == len(engine.history(users[1], version))
+    assert sum(passes[1:]) == 1, "five concurrent requests for one user and history: one forward pass"
+    assert all(t == together[0] for t in together)
+    with client(run_dir, tmp_path / "off.db", settings=ServeSettings(cache_mb=0)) as c:
+        c.post("/v1/events", json={"events": [{"user": users[1], "item": item, "timestamp": 2_000_000_000}]})
+        assert c.get(f"/v1/users/{users[1]}/next").json() == after_play, "the prefetched answer is the model's"
 
 
 def test_the_inference_cache_is_bounded_in_bytes_least_recently_used_out() -> None:
@@ -694,7 +737,7 @@ def test_overload_is_refused_even_when_every_answer_is_cached(run_dir: Path, tmp
     codes = Counter(r.status_code for r in responses)
     assert first.status_code == 200 and app.state.engine.cache.hits >= 4
     assert codes[200] >= 4 and codes[503] >= 1 and set(codes) <= {200, 503}
-    assert [r.json() for r in responses if r.status_code == 200][0] == first.json()
+    assert all(r.json() == first.json() for r in responses if r.status_code == 200)
 
 
 def test_feature_values_the_training_log_never_had_become_unknown(run_dir: Path, tmp_path: Path) -> None:

@@ -307,6 +307,7 @@ def create_app(
         ]
         stored = await run_in_threadpool(events.append, batch)
         metrics.events.inc(stored)
+        prefetched = engine.prefetch(list(dict.fromkeys(e.user for e in batch)))
         known = engine.current.catalogue.index
         unknown = sorted({e.item for e in batch if e.item not in known})
         return {
@@ -314,6 +315,7 @@ def create_app(
             "users": len({e.user for e in batch}),
             "unknown_items": unknown[:20],
             "unknown_item_count": len(unknown),
+            "prefetched": prefetched,
             "model_version": engine.current.id,
         }
 

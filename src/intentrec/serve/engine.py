@@ -84,6 +84,9 @@ class Inference:
         return self._order
 
 
+Key = tuple[str, str, bytes]  # model version, user, digest of the model input (`InferenceCache.key`)
+
+
 class InferenceCache:
     """Recent inferences, least recently used out first, bounded in bytes. The key is the model version,
     the user and a digest of the exact model input (the history's latest ``max_len`` interactions and
@@ -95,18 +98,18 @@ class InferenceCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple[str, str, bytes], Inference] = OrderedDict()
+        self.entries: OrderedDict[Key, Inference] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = 0
 
     @staticmethod
-    def key(version: str, user: str, history: History, max_len: int) -> tuple[str, str, bytes]:
+    def key(version: str, user: str, history: History, max_len: int) -> Key:
         digest = hashlib.blake2b(digest_size=16)
         for part in (history.items, history.categorical, history.gaps, history.window):
             digest.update(np.ascontiguousarray(part[-max_len:]).tobytes())
         return version, user, digest.digest()
 
-    def get(self, key: tuple[str, str, bytes]) -> Inference | None:
+    def get(self, key: Key) -> Inference | None:
         found = self.entries.get(key)
         if found is None:
             self.misses += 1
@@ -115,7 +118,7 @@ class InferenceCache:
         self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, str, bytes], inference: Inference) -> None:
+    def put(self, key: Key, inference: Inference) -> None:
         size = inference.scores.nbytes + self.OVERHEAD
         if size > self.max_bytes or key in self.entries:
             return
@@ -345,6 +348,9 @@ class Engine:
         self.previous: ModelVersion | None = None
         self.deleted: set[str] = set()
         self.cache = InferenceCache(int(self.settings.cache_mb * 2**20))
+        self._inflight: dict[Key, asyncio.Future[Inference]] = {}  # forward passes on their way, by key
+        self._waiting: dict[Key, int] = {}  # requests waiting on each of them
+        self._prefetching: set[Key] = set()  # started by `prefetch`
         self._deleted_through = float("-inf")  # deleted_at of the newest deletion read
         self._read_deletions()
         self._changes = events.changes()
@@ -446,24 +452,76 @@ class Engine:
                 await self._infer(answer, key)
         return answer
 
-    async def _infer(self, answer: Answer, key: tuple[str, str, bytes]) -> None:
+    def _compute(self, version: ModelVersion, history: History, key: Key) -> asyncio.Future[Inference]:
+        """The forward pass for ``key``: the one already on its way (a prefetch, a concurrent request for
+        the same user and history), or a new one in the batcher's queue. Its result goes to the cache."""
+        future = self._inflight.get(key)
+        if future is None or future.done():
+            future = self.batcher.submit(version, history)
+            self._inflight[key] = future
+            future.add_done_callback(partial(self._landed, key))
+        return future
+
+    def _landed(self, key: Key, future: asyncio.Future[Inference]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+        if future.cancelled() or future.exception() is not None:  # exception() also marks it retrieved
+            return
+        if self.cache.max_bytes and key[1] not in self.deleted:
+            self.cache.put(key, future.result())
+
+    async def _infer(self, answer: Answer, key: Key) -> None:
         """Run the model for ``answer`` (batched with the other requests waiting), within the time budget;
         a timeout or a fault becomes the fallback with its reason."""
         user = key[1]
-        future = self.batcher.submit(answer.version, answer.history)
+        future = self._compute(answer.version, answer.history, key)
+        self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             answer.inference = await asyncio.wait_for(
                 asyncio.shield(future), timeout=self.settings.model_timeout_ms / 1000
             )
-            if self.cache.max_bytes:
-                self.cache.put(key, answer.inference)
         except asyncio.TimeoutError:
-            future.cancel()
+            if self._waiting[key] == 1 and key not in self._prefetching:  # nobody else wants it: drop the work
+                future.cancel()
+                self._inflight.pop(key, None)
             answer.fallback = "model_timeout"
             answer.detail = f"the model took longer than {self.settings.model_timeout_ms:g} ms"
         except Exception as exc:  # any model fault becomes a fallback answer, never a 500
             log.exception("model failed for user %r", user)
             answer.fallback, answer.detail = "model_error", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+
+    def _prefetched(self, key: Key, _: asyncio.Future[Inference]) -> None:
+        self._prefetching.discard(key)
+
+    def prefetch(self, users: Sequence[str], limit: int = 32) -> int:
+        """Start the forward pass for users who just sent events, so that their next request (the post-play
+        "up next" shown as the credits roll, the next home page) finds it done. Only while the model has
+        spare capacity (its queue shorter than one batch), for at most ``limit`` users; returns how many
+        were started. Needs the cache (the result lives there)."""
+        if not self.cache.max_bytes:
+            return 0
+        self.sync()
+        version = self.current
+        if version.run is None:
+            return 0
+        started = 0
+        for user in users[:limit]:
+            if len(self.batcher.pending) >= self.batcher.max_batch:
+                break
+            history = self.history(user, version)
+            if len(history) == 0:
+                continue
+            key = self.cache.key(version.id, user, history, version.run.model.max_len)
+            if key in self.cache.entries or key in self._inflight:
+                continue
+            self._prefetching.add(key)
+            self._compute(version, history, key).add_done_callback(partial(self._prefetched, key))
+            started += 1
+        return started
 
     # -- surfaces ----------------------------------------------------------------------------------
     def intent(self, user: str, answer: Answer) -> dict[str, Any]:
