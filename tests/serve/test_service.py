@@ -24,7 +24,7 @@ from intentrec.cli import main
 from intentrec.config import load_config
 from intentrec.runs import prepare_data
 from intentrec.serve.app import create_app
-from intentrec.serve.engine import Answer, Engine, Inference, InferenceCache, ServeSettings
+from intentrec.serve.engine import Answer, Batcher, Engine, Inference, InferenceCache, ServeSettings
 from intentrec.serve.events import Event, SQLiteEventStore, read_deletions
 from intentrec.serve.live import History
 from tests.conftest import write
@@ -361,6 +361,32 @@ def test_events_start_the_forward_pass_and_requests_share_one(run_dir: Path, tmp
     with client(run_dir, tmp_path / "off.db", settings=ServeSettings(cache_mb=0)) as c:
         c.post("/v1/events", json={"events": [{"user": users[1], "item": item, "timestamp": 2_000_000_000}]})
         assert c.get(f"/v1/users/{users[1]}/next").json() == after_play, "the prefetched answer is the model's"
+
+
+def test_background_work_never_makes_a_request_wait_behind_it() -> None:
+    """Prefetches fill a forward pass only in the room the requests leave; a request that needs a queued
+    prefetch promotes it."""
+    passes: list[list[str]] = []
+
+    class Version:  # stands in for a ModelVersion: the batcher only calls infer
+        def infer(self, histories: list[Any]) -> list[Inference]:
+            passes.append(list(histories))
+            return [Inference(np.zeros(3), {}, {}) for _ in histories]
+
+    async def scenario() -> None:
+        batcher = Batcher(max_batch=4, background_room=3)
+        version = Version()
+        background = [batcher.submit(version, f"bg{i}", background=True) for i in range(4)]  # type: ignore[arg-type]
+        requests = [batcher.submit(version, f"rq{i}") for i in range(5)]  # type: ignore[arg-type]
+        batcher.promote(background[3])
+        await asyncio.gather(*requests, *background)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    # the promoted prefetch is a request, in its queue order; a full batch of requests leaves no room
+    assert passes[0] == ["bg3", "rq0", "rq1", "rq2"]
+    assert passes[1] == ["rq3", "rq4", "bg0"], "background fills the room the requests leave (3 - 2)"
+    assert passes[2] == ["bg1", "bg2"]
 
 
 def test_the_inference_cache_is_bounded_in_bytes_least_recently_used_out() -> None:

@@ -251,13 +251,24 @@ class Ranking:
         return (chosen if limit is None else chosen[:limit]).tolist()
 
 
+@dataclass
+class Pending:
+    version: ModelVersion
+    history: History
+    future: asyncio.Future[Inference]
+    background: bool  # a prefetch: runs only in the room requests leave (`Batcher.background_room`)
+
+
 class Batcher:
     """Runs the model once for every request waiting when the previous forward pass ends (no added
-    wait when idle; larger batches under load), on one worker thread so the event loop stays free."""
+    wait when idle; larger batches under load), on one worker thread so the event loop stays free.
+    Background work (prefetches) fills a pass only up to ``background_room`` histories, after every
+    waiting request, so it never makes a request wait behind it; a request that needs a queued
+    prefetch's result promotes it."""
 
-    def __init__(self, max_batch: int) -> None:
-        self.max_batch = max_batch
-        self.pending: list[tuple[ModelVersion, History, asyncio.Future[Inference]]] = []
+    def __init__(self, max_batch: int, background_room: int = 8) -> None:
+        self.max_batch, self.background_room = max_batch, background_room
+        self.pending: list[Pending] = []
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intentrec-model")
         self.wakeup: asyncio.Event | None = None
         self.task: asyncio.Task[None] | None = None
@@ -276,13 +287,35 @@ class Batcher:
             self.task = None
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, version: ModelVersion, history: History) -> asyncio.Future[Inference]:
+    def submit(self, version: ModelVersion, history: History, background: bool = False) -> asyncio.Future[Inference]:
         self.start()
         assert self.wakeup is not None
         future: asyncio.Future[Inference] = asyncio.get_running_loop().create_future()
-        self.pending.append((version, history, future))
+        self.pending.append(Pending(version, history, future, background))
         self.wakeup.set()
         return future
+
+    def background_queued(self) -> int:
+        return sum(p.background for p in self.pending)
+
+    def promote(self, future: asyncio.Future[Inference]) -> None:
+        """A request waits on ``future``: if it is queued as background work, it is a request now."""
+        for p in self.pending:
+            if p.future is future:
+                p.background = False
+
+    def _next_chunk(self) -> list[Pending]:
+        live = [p for p in self.pending if not p.future.done()]  # drop requests that timed out
+        requests = [p for p in live if not p.background]
+        chunk = requests[: self.max_batch]
+        room = self.background_room - len(chunk)
+        if room > 0:
+            chunk += [p for p in live if p.background][:room]
+        version = chunk[0].version if chunk else None
+        chunk = [p for p in chunk if p.version is version]  # a reload mid-flight: one version per pass
+        taken = {id(p) for p in chunk}
+        self.pending = [p for p in live if id(p) not in taken]
+        return chunk
 
     async def _loop(self) -> None:
         assert self.wakeup is not None
@@ -290,32 +323,26 @@ class Batcher:
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            while self.pending:
-                live = [p for p in self.pending if not p[2].done()]  # drop requests that timed out
-                chunk, self.pending = live[: self.max_batch], live[self.max_batch :]
-                if not chunk:
-                    continue
-                version = chunk[0][0]
-                same = [p for p in chunk if p[0] is version]  # a reload mid-flight: one version per pass
-                self.pending = [p for p in chunk if p[0] is not version] + self.pending
+            while chunk := self._next_chunk():
+                version = chunk[0].version
                 started = time.perf_counter()
                 try:
-                    results = await loop.run_in_executor(self.executor, version.infer, [p[1] for p in same])
+                    results = await loop.run_in_executor(self.executor, version.infer, [p.history for p in chunk])
                 except Exception as exc:
-                    if len(same) == 1:
-                        self._settle(same[0][2], exc)
+                    if len(chunk) == 1:
+                        self._settle(chunk[0].future, exc)
                     else:  # one bad history must not fail the others: run them one by one
-                        for _, history, future in same:
+                        for p in chunk:
                             try:
-                                one = await loop.run_in_executor(self.executor, version.infer, [history])
-                                self._settle(future, one[0])
+                                one = await loop.run_in_executor(self.executor, version.infer, [p.history])
+                                self._settle(p.future, one[0])
                             except Exception as single:
-                                self._settle(future, single)
+                                self._settle(p.future, single)
                     continue
                 if self.on_batch is not None:
-                    self.on_batch(len(same), time.perf_counter() - started)
-                for (_, _, future), result in zip(same, results, strict=True):
-                    self._settle(future, result)
+                    self.on_batch(len(chunk), time.perf_counter() - started)
+                for p, result in zip(chunk, results, strict=True):
+                    self._settle(p.future, result)
 
     @staticmethod
     def _settle(future: asyncio.Future[Inference], outcome: Inference | BaseException) -> None:
@@ -452,14 +479,18 @@ class Engine:
                 await self._infer(answer, key)
         return answer
 
-    def _compute(self, version: ModelVersion, history: History, key: Key) -> asyncio.Future[Inference]:
+    def _compute(
+        self, version: ModelVersion, history: History, key: Key, background: bool = False
+    ) -> asyncio.Future[Inference]:
         """The forward pass for ``key``: the one already on its way (a prefetch, a concurrent request for
         the same user and history), or a new one in the batcher's queue. Its result goes to the cache."""
         future = self._inflight.get(key)
         if future is None or future.done():
-            future = self.batcher.submit(version, history)
+            future = self.batcher.submit(version, history, background)
             self._inflight[key] = future
             future.add_done_callback(partial(self._landed, key))
+        elif not background:
+            self.batcher.promote(future)
         return future
 
     def _landed(self, key: Key, future: asyncio.Future[Inference]) -> None:
@@ -499,9 +530,10 @@ class Engine:
 
     def prefetch(self, users: Sequence[str], limit: int = 32) -> int:
         """Start the forward pass for users who just sent events, so that their next request (the post-play
-        "up next" shown as the credits roll, the next home page) finds it done. Only while the model has
-        spare capacity (its queue shorter than one batch), for at most ``limit`` users; returns how many
-        were started. Needs the cache (the result lives there)."""
+        "up next" shown as the credits roll, the next home page) finds it done. It is background work: it
+        runs in the room requests leave in a forward pass (`Batcher`), at most one batch of it is queued,
+        and at most ``limit`` users per call; returns how many were started. Needs the cache (the result
+        lives there)."""
         if not self.cache.max_bytes:
             return 0
         self.sync()
@@ -510,7 +542,7 @@ class Engine:
             return 0
         started = 0
         for user in users[:limit]:
-            if len(self.batcher.pending) >= self.batcher.max_batch:
+            if self.batcher.background_queued() >= self.batcher.max_batch:
                 break
             history = self.history(user, version)
             if len(history) == 0:
@@ -519,7 +551,7 @@ class Engine:
             if key in self.cache.entries or key in self._inflight:
                 continue
             self._prefetching.add(key)
-            self._compute(version, history, key).add_done_callback(partial(self._prefetched, key))
+            self._compute(version, history, key, background=True).add_done_callback(partial(self._prefetched, key))
             started += 1
         return started
 
