@@ -684,6 +684,24 @@ def test_the_store_is_all_or_nothing(tmp_path: Path) -> None:
     assert [e.item for e in store.events("u")] == ["1", "2"]
 
 
+def test_reads_do_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    """A commit syncs to disk and can be slow; the service reads on its event loop, so a read must not
+    queue behind a write (WAL: readers see the last commit while a writer works)."""
+    store = SQLiteEventStore(tmp_path / "e.db")
+    other = SQLiteEventStore(tmp_path / "e.db")  # another process of the service
+    store.append([Event("u", "1", 5)])
+    before = store.changes()
+    other._db.execute("BEGIN IMMEDIATE")  # a write in progress holds the database's write lock
+    other._db.execute("INSERT INTO events (user, item, timestamp, weight, received) VALUES ('u', '2', 6, 1, 0)")
+    with store._lock:  # ... and this process's own writer is busy too
+        started = time.perf_counter()
+        assert [e.item for e in store.events("u")] == ["1"] and store.deletions() == []
+        assert store.setting("serving") is None and store.changes() == before
+        assert time.perf_counter() - started < 1.0
+    other._db.execute("COMMIT")
+    assert [e.item for e in store.events("u")] == ["1", "2"] and store.changes() != before
+
+
 # -- concurrency and overload ---------------------------------------------------------------------
 
 

@@ -86,7 +86,7 @@ class EventStore(Protocol):
         """Every recorded deletion (or those recorded at or after ``since``), oldest first."""
 
     def changes(self) -> int:
-        """A token that changes when another process (or connection) has written to the store."""
+        """A token that changes when the store has been written to (by this process or another)."""
 
     def setting(self, key: str) -> str | None:
         """A value shared by every process of the service, or None."""
@@ -97,8 +97,10 @@ class EventStore(Protocol):
 
 
 class SQLiteEventStore:
-    """`EventStore` on SQLite in WAL mode. Thread-safe: one connection behind a lock (SQLite
-    serialises writers anyway, and every statement here takes well under a millisecond)."""
+    """`EventStore` on SQLite in WAL mode. Thread-safe: a connection for writes and one for reads, each
+    behind its own lock. Writes commit with a full sync (an acknowledged event survives a power cut),
+    which can take a disk's worth of time; in WAL mode readers never wait for it, so the service's
+    reads (on its event loop) do not stall behind a commit (run on a worker thread)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -108,6 +110,8 @@ class SQLiteEventStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged event or deletion survives a power cut
         self._db.executescript(SCHEMA)
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
 
     def append(self, events: Sequence[Event]) -> int:
         received = time.time()
@@ -127,8 +131,8 @@ class SQLiteEventStore:
         return len(rows)
 
     def events(self, user: str) -> list[Event]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT user, item, timestamp, event, device, weight FROM events WHERE user = ? ORDER BY id", (user,)
             ).fetchall()
         return [Event(*row) for row in rows]
@@ -154,22 +158,22 @@ class SQLiteEventStore:
         return Deletion(user, deleted_at, removed)
 
     def deletions(self, since: float | None = None) -> list[Deletion]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT user, deleted_at, events_deleted FROM deletions WHERE deleted_at >= ? ORDER BY deleted_at",
                 (since if since is not None else float("-inf"),),
             )
             return [Deletion(*row) for row in rows.fetchall()]
 
     def changes(self) -> int:
-        # SQLite's data_version moves when another connection commits; this connection's own writes
-        # are already known to the process that made them
-        with self._lock:
-            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        # SQLite's data_version moves when another connection commits: the reader's moves with every
+        # write, this process's own (through the writer) and other processes'
+        with self._read_lock:
+            return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
 
     def setting(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        with self._read_lock:
+            row = self._reader.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_setting(self, key: str, value: str) -> None:
@@ -181,11 +185,12 @@ class SQLiteEventStore:
             )
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        with self._read_lock:
+            return int(self._reader.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._db.close()
 
 
