@@ -303,6 +303,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exclude_seen=not args.keep_seen,
         seed=args.seed,
         cache_mb=args.cache_mb,
+        prefetch=not args.no_prefetch,
     )
     admin = "enabled" if os.environ.get(ADMIN_TOKEN_VARIABLE) else f"disabled (set {ADMIN_TOKEN_VARIABLE})"
     where = f"http://{args.host}:{args.port}; events and deletions in {args.db}; admin endpoints {admin}"
@@ -468,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=64.0,
         help="memory for recent inferences, reused while a user's history and the model are unchanged (0 off)",
+    )
+    p.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="do not start a user's forward pass when their events arrive (by default it runs in spare capacity)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (default: torch's choice)")
     p.add_argument(

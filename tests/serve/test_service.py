@@ -359,8 +359,11 @@ def test_events_start_the_forward_pass_and_requests_share_one(run_dir: Path, tmp
     assert sum(passes[1:]) == 1, "five concurrent requests for one user and history: one forward pass"
     assert all(t == together[0] for t in together)
     with client(run_dir, tmp_path / "off.db", settings=ServeSettings(cache_mb=0)) as c:
-        c.post("/v1/events", json={"events": [{"user": users[1], "item": item, "timestamp": 2_000_000_000}]})
+        play = {"events": [{"user": users[1], "item": item, "timestamp": 2_000_000_000}]}
+        assert c.post("/v1/events", json=play).json()["prefetched"] == 0, "no cache, nowhere to keep it"
         assert c.get(f"/v1/users/{users[1]}/next").json() == after_play, "the prefetched answer is the model's"
+    with client(run_dir, tmp_path / "no.db", settings=ServeSettings(prefetch=False)) as c:
+        assert c.post("/v1/events", json=play).json()["prefetched"] == 0
 
 
 def test_background_work_never_makes_a_request_wait_behind_it() -> None:

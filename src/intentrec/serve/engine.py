@@ -67,6 +67,7 @@ class ServeSettings:
     intent_threshold: float = 0.25  # probability that opens an intent-driven row that is not the top intent
     seed: int | None = None  # exploration random seed (None: fresh entropy)
     cache_mb: float = 64.0  # memory for recent inferences (`InferenceCache`); 0 turns the cache off
+    prefetch: bool = True  # posted events start the user's forward pass (`Engine.prefetch`; needs the cache)
 
 
 @dataclass
@@ -531,10 +532,10 @@ class Engine:
     def prefetch(self, users: Sequence[str], limit: int = 32) -> int:
         """Start the forward pass for users who just sent events, so that their next request (the post-play
         "up next" shown as the credits roll, the next home page) finds it done. It is background work: it
-        runs in the room requests leave in a forward pass (`Batcher`), at most one batch of it is queued,
+        runs in the room requests leave in a forward pass (`Batcher`), at most that room of it is queued,
         and at most ``limit`` users per call; returns how many were started. Needs the cache (the result
         lives there)."""
-        if not self.cache.max_bytes:
+        if not (self.cache.max_bytes and self.settings.prefetch):
             return 0
         self.sync()
         version = self.current
@@ -542,8 +543,8 @@ class Engine:
             return 0
         started = 0
         for user in users[:limit]:
-            if self.batcher.background_queued() >= self.batcher.max_batch:
-                break
+            if self.batcher.background_queued() >= self.batcher.background_room:
+                break  # a pass's room of background work is queued already: a busy model skips the rest
             history = self.history(user, version)
             if len(history) == 0:
                 continue
