@@ -303,7 +303,8 @@ def test_the_inference_cache_answers_as_the_model_would_and_forgets(run_dir: Pat
     with client(run_dir, tmp_path / "off.db", settings=ServeSettings(cache_mb=0)) as c:
         fresh = [c.get(f"/v1/users/{user}/next", params={"k": 20}).json() for _ in range(2)]
         assert inferences(c) == {"model": 2.0}
-    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN)
+    # the prefetch (tested below) would race the request after the event; this is the cache alone
+    app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN, settings=ServeSettings(prefetch=False))
     engine: Engine = app.state.engine
     with TestClient(app) as c:
         first = c.get(f"/v1/users/{user}/next", params={"k": 20}).json()
