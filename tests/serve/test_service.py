@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import shutil
@@ -207,6 +208,18 @@ def test_continue_watching_holds_unseen_episodes_of_started_series(run_dir: Path
                     for item in row["items"]:
                         idx = catalogue.index[item["item"]]
                         assert catalogue.series[idx] in started and idx not in set(history.tolist())
+
+
+def test_the_loaded_service_is_out_of_the_cycle_collectors_reach(run_dir: Path, tmp_path: Path) -> None:
+    """A full collection would walk the model and catalogue (a 100 ms pause under load): they are frozen
+    once serving starts and again after a reload, so collections only walk what requests create."""
+    gc.unfreeze()
+    with client(run_dir, tmp_path / "e.db") as c:
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000
+        assert c.post("/v1/admin/reload", headers=ADMIN).status_code == 200
+        assert gc.get_freeze_count() > frozen, "the new version is frozen too"
+        assert len(gc.get_objects()) < gc.get_freeze_count() / 2, "a collection walks far fewer objects"
 
 
 def test_up_next_and_intent(run_dir: Path, tmp_path: Path) -> None:

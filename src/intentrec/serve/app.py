@@ -55,7 +55,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from intentrec.serve.engine import Answer, Engine, ServeSettings
+from intentrec.serve.engine import Answer, Engine, ServeSettings, settle_memory
 from intentrec.serve.events import Event, EventStore, SQLiteEventStore
 
 __all__ = ["ADMIN_TOKEN_VARIABLE", "SERVE_VARIABLE", "app_from_environment", "create_app"]
@@ -215,6 +215,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         engine.batcher.start()
+        settle_memory()
         yield
         await engine.batcher.stop()
         events.close()

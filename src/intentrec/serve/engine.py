@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -55,6 +56,16 @@ NOT_A_GENRE = ("other", "unknown")  # buckets that make no row: "other" is ours,
 SERVING = "serving"  # the store's setting that names the version every process of the service serves
 # A candidate row: id, title, reason, and its items in row order (computed only if the row is shown)
 Row = tuple[str, str, str, Callable[[int], list[int]]]  # ... and a function of how many items are needed
+
+
+def settle_memory() -> None:
+    """Move every object alive now (the loaded models, catalogues, the app) out of the cycle collector's
+    reach. A full collection otherwise walks them all, some 200,000 objects and over 100 ms on this
+    2-core machine, a pause every request in flight waits out (the P99). Called once serving starts and
+    after a model version loads (unfreezing first, so that a dropped version can be collected)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -423,6 +434,7 @@ class Engine:
         candidate = ModelVersion(run_dir)
         if candidate.model_loaded:
             self.previous, self.current = self.current, candidate
+            settle_memory()
         else:
             log.error("another process serves %s, which does not load here: %s", run_dir, candidate.error)
 
@@ -442,6 +454,7 @@ class Engine:
                 f"{candidate.run_dir}: model not loaded ({candidate.error}); still serving {self.current.id}"
             )
         self.previous, self.current = self.current, candidate
+        settle_memory()
         self._publish()
         return candidate
 
