@@ -87,7 +87,7 @@ REAL = ("ml-100k", "taobao")  # real data sets whose accuracy runs (IntentRec V3
 def real_data(data: str, k: int) -> dict[str, Any] | None:
     """`intentrec analyze` on the accuracy benchmark's IntentRec V3 run (seed 0) of a real data set: no
     ground truth, so the segments are only described (aggregates; no user ids are kept here)."""
-    from intentrec.analyze import analyze
+    from intentrec.analyze import analyze, head_meaning
     from intentrec.runs import load_run
 
     run_dir = RUNS / f"{data}-intentrec-v3-s0"
@@ -95,12 +95,13 @@ def real_data(data: str, k: int) -> dict[str, Any] | None:
         print(f"  {data}: no finished run at {run_dir} (python bench/accuracy.py --data {data}); left out", flush=True)
         return None
     result = analyze(load_run(run_dir), RUNS / f"insights-{data}", k=k, seed=0)
+    shop = result["heads"].get("action") == "event type"
     return {
         "run": str(run_dir.relative_to(REPO)),
         "users": result["users"],
         "silhouette": result["silhouette"],
         "largest_action_gap": result["largest_action_gap"],
-        "heads": result["heads"],
+        "heads": {h: head_meaning(h, src, shop) for h, src in result["heads"].items()},
         "disabled_heads": result["disabled_heads"],
         "segments": [
             {"name": s["name"], "size": s["size"], "description": s["description"]}

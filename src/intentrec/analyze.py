@@ -38,7 +38,7 @@ from tqdm import tqdm
 from intentrec.data.intents import DAY
 from intentrec.runs import Run
 
-__all__ = ["UserIntents", "analyze", "explain", "extract", "name_segments"]
+__all__ = ["UserIntents", "analyze", "explain", "extract", "head_meaning", "name_segments"]
 
 
 SEGMENT_NAMES = {
@@ -531,7 +531,7 @@ def _report(run: Run, result: dict[str, Any]) -> str:
             "*which* genre a user likes. More segments than archetypes split archetypes and lower the index.",
         ]
     lines += ["", "**What the intents mean in this data** (how each head's labels were derived from the log):", ""]
-    lines += [f"- {name}: {_meaning(name, source, shop)}" for name, source in result["heads"].items()]
+    lines += [f"- {name}: {head_meaning(name, source, shop)}" for name, source in result["heads"].items()]
     lines += [f"- {name}: not predicted ({reason})" for name, reason in result["disabled_heads"].items()]
     lines += [
         "",
@@ -541,7 +541,7 @@ def _report(run: Run, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _meaning(head: str, source: str, shop: bool) -> str:
+def head_meaning(head: str, source: str, shop: bool) -> str:
     """A head's label source (as the manifest records it) in words a product person reads."""
     if head == "action" and source.startswith("derived"):
         rule = source[source.find("(") + 1 : source.find(")")]
