@@ -226,7 +226,12 @@ def name_segments(run: Run, intents: UserIntents, labels: np.ndarray) -> list[di
             entropy = float(-(normalised * np.log2(np.maximum(normalised, 1e-12))).sum())
             kind = "categories" if shop else "genres"  # a shop's "genres" are its item categories
             broad = entropy > 0.85 * np.log2(len(classes))
-            breadth = f"broad {kind}" if broad else f"mostly {'category ' if shop else ''}{classes[order[0]]}"
+            if broad:
+                breadth = f"broad {kind}"
+            elif classes[order[0]] == "other":  # the bucket of every value past the kept top ones
+                breadth = f"mostly beyond the top {len(classes) - 1} {kind}"
+            else:
+                breadth = f"mostly {'category ' if shop else ''}{classes[order[0]]}"
             facts.append(f"{breadth} (top: {', '.join(classes[i] for i in order[:2])})")
             # one real genre (not the "other" bucket) holds a quarter of the genre mass or more
             if classes[order[0]] != "other" and normalised[order[0]] >= 0.25:
