@@ -44,6 +44,8 @@ def ours(accuracy: dict[str, Any], data: str, model: str, excluded: bool = False
 
 
 def verdict(kind: str, value: float, published: float) -> str:
+    if published <= 0:  # a baseline that learned nothing: no ratio to give
+        return "no verdict: the baseline learned nothing (0)"
     if kind == "within10":
         ok = abs(value - published) <= 0.1 * published
         return f"{'met' if ok else 'missed'} ({value / published - 1:+.0%})"
