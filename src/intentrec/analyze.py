@@ -115,18 +115,16 @@ def extract(run: Run, *, span: str = "history", batch_size: int = 512) -> UserIn
             np.add.at(sums.setdefault(name, np.zeros((n_users, summed.shape[1]))), rows, summed)
         np.add.at(positions, rows, mask.sum((1, 2)).cpu().numpy())
     mean = {name: v / np.maximum(positions, 1)[:, None] for name, v in sums.items()}
-    rows_all = np.arange(n_users)
-    users = run.prepared.users["user"].to_numpy()[rows_all].tolist()
-    lengths = run.store.n[rows_all]
+    users = run.prepared.users["user"].to_numpy().tolist()  # every user, in store row order
+    lengths = run.store.n
     active_days = lengths.copy()
     if run.prepared.has_timestamps:
         day = run.prepared.interactions["timestamp"].to_numpy() // DAY
         new_day = np.r_[True, day[1:] != day[:-1]]  # interactions are in time order within a user
         new_day[run.store.offsets] = True
-        days_per_row = np.add.reduceat(new_day, run.store.offsets) if len(day) else np.zeros(0, dtype=np.int64)
-        active_days = days_per_row[rows_all]
+        active_days = np.add.reduceat(new_day, run.store.offsets) if len(day) else np.zeros(0, dtype=np.int64)
     return UserIntents(
-        rows=rows_all,
+        rows=np.arange(n_users),
         users=[str(u) for u in users],
         embedding=mean["z"],
         weights=mean.get("w"),

@@ -512,8 +512,8 @@ class Engine:
             del self._inflight[key]
         if future.cancelled() or future.exception() is not None:  # exception() also marks it retrieved
             return
-        if self.cache.max_bytes and key[1] not in self.deleted:
-            self.cache.put(key, future.result())
+        if key[1] not in self.deleted:
+            self.cache.put(key, future.result())  # a cache of 0 bytes keeps nothing
 
     async def _infer(self, answer: Answer, key: Key) -> None:
         """Run the model for ``answer`` (batched with the other requests waiting), within the time budget;
