@@ -2,24 +2,36 @@
 
 Each (data set, model, seed) trains with ``intentrec train --config configs/<data>/<model>.toml
 --set train.seed=<seed>`` into ``bench/runs/`` (ignored by git) and is skipped when its
-``summary.json`` already exists, so an interrupted benchmark resumes where it stopped. Test metrics
-(full ranking, leave-one-out) are aggregated as mean and standard deviation over seeds and printed
-beside the published numbers for the same files. Results: bench/results/accuracy.{json,md}.
+``summary.json`` already exists, so an interrupted benchmark resumes where it stopped (``--resume``
+picks up a half-trained run from its checkpoint). ``--jobs N`` trains N runs at once, each with
+cores / N threads.
+
+Every finished run leaves a record, ``bench/results/accuracy_runs/<data>-<model>-s<seed>.json`` (its
+summary: validation and test metrics, the best epoch, the digest of the config it ran), which is
+committed: the tables are built from these records, so they survive a fresh clone and a run on another
+machine adds to them. A record whose config digest no longer matches ``configs/`` is superseded and
+left out of the tables. A (data set, model) with no records keeps its last entry in ``accuracy.json``,
+marked as carried over. Test metrics (full ranking, leave-one-out) are aggregated as mean and standard
+deviation over seeds and printed beside the published numbers for the same files.
+Results: bench/results/accuracy.{json,md}.
 
     python bench/accuracy.py --data ml-100k --seeds 0 1 2
-    python bench/accuracy.py --data beauty toys lastfm --models sasrec-bce sasrec-ce intentrec-v3
-    python bench/accuracy.py --report-only          # rebuild the tables from finished runs
+    python bench/accuracy.py --data beauty toys --models sasrec-bce sasrec-ce intentrec-v3 --jobs 2
+    python bench/accuracy.py --report-only          # rebuild the tables from the records
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 RUNS = REPO / "bench" / "runs"
 RESULTS = REPO / "bench" / "results"
+RECORDS = RESULTS / "accuracy_runs"
 DATA_SETS = ("ml-100k", "beauty", "toys", "lastfm", "taobao", "synthetic")
 MODELS = (
     "popularity", "gru4rec", "bert4rec", "sasrec-bce", "sasrec-ce",
@@ -62,25 +75,56 @@ PUBLISHED: dict[str, list[tuple[str, float, float, str]]] = {
 }
 
 
-def run_one(data: str, model: str, seed: int, env: dict[str, str]) -> dict[str, Any] | None:
+def config_digest(data: str, model: str) -> str:
+    """The first 16 hex digits of the SHA-256 of the frozen config file a run is trained from."""
+    return hashlib.sha256((CONFIGS / data / f"{model}.toml").read_bytes()).hexdigest()[:16]
+
+
+def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int) -> bool:
+    """Train one run (unless finished) and write its record; False if training failed."""
     config = CONFIGS / data / f"{model}.toml"
     out = RUNS / f"{data}-{model}-s{seed}"
-    summary = out / "summary.json"
-    if summary.exists():
-        loaded: dict[str, Any] = json.loads(summary.read_text())
-        return loaded
+    if (out / "summary.json").exists():
+        write_record(data, model, seed, env)
+        return True
     resume = ["--resume"] if (out / "config.toml").exists() else []
     command = [sys.executable, "-m", "intentrec.cli", "train", "--config", str(config),
                "--set", f"train.seed={seed}", "--out", str(out), *resume]  # fmt: skip
+    threaded = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=threaded, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"  FAILED {data}/{model}/s{seed}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
         (RUNS / f"{data}-{model}-s{seed}.err").write_text(done.stderr)
-        return None
+        return False
     print(f"  {data}/{model}/s{seed} done in {time.perf_counter() - started:.0f} s", flush=True)
-    result: dict[str, Any] = json.loads(summary.read_text())
-    return result
+    write_record(data, model, seed, env, threads=threads)
+    return True
+
+
+def write_record(data: str, model: str, seed: int, env: dict[str, str], threads: int | None = None) -> None:
+    """The committed record of a finished run: its summary, scored the S3-Rec way too where that applies,
+    and, on the synthetic world, its intent heads against the true intents. Kept if already written for
+    this config."""
+    path = RECORDS / f"{data}-{model}-s{seed}.json"
+    digest = config_digest(data, model)
+    if path.exists() and json.loads(path.read_text()).get("config_sha256") == digest:
+        return
+    run = RUNS / f"{data}-{model}-s{seed}"
+    summary: dict[str, Any] = json.loads((run / "summary.json").read_text())
+    if data in S3REC:
+        excluded = seen_excluded(run, env)
+        if excluded is not None:
+            summary["test_seen_excluded"] = excluded
+    if data == "synthetic":
+        summary["test_true_intents"] = true_intents(run)
+    info = machine("cpu")
+    if threads is not None:
+        info["torch_threads"] = threads
+    record = {"data": data, "model": model, "seed": seed, "config_sha256": digest, "machine": info,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary}  # fmt: skip
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def seen_excluded(run: Path, env: dict[str, str]) -> dict[str, Any] | None:
@@ -151,24 +195,35 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def collect(
-    data_sets: list[str], models: list[str], seeds: list[int], env: dict[str, str]
-) -> dict[str, dict[str, Any]]:
+def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per data set and model, the aggregate of its current records (every seed recorded); finished
+    runs in bench/runs/ without a record get one first. Without records, the entry of the last
+    accuracy.json is carried over and says so."""
+    for run in sorted(RUNS.glob("*-s*")) if RUNS.exists() else []:
+        name, _, seed = run.name.rpartition("-s")
+        data = next((d for d in data_sets if name.startswith(f"{d}-")), None)
+        if data and (run / "summary.json").exists() and name[len(data) + 1 :] in models:
+            write_record(data, name[len(data) + 1 :], int(seed), env)
+    previous = json.loads((RESULTS / "accuracy.json").read_text()) if (RESULTS / "accuracy.json").exists() else {}
     table: dict[str, dict[str, Any]] = {}
     for data in data_sets:
         for model in models:
-            found = []
-            for seed in seeds:
-                run = RUNS / f"{data}-{model}-s{seed}"
-                if (run / "summary.json").exists():
-                    found.append(json.loads((run / "summary.json").read_text()))
-                    excluded = seen_excluded(run, env) if data in S3REC else None
-                    if excluded is not None:
-                        found[-1]["test_seen_excluded"] = excluded
-                    if data == "synthetic":
-                        found[-1]["test_true_intents"] = true_intents(run)
+            digest = config_digest(data, model)
+            found, superseded = [], 0
+            for path in sorted(RECORDS.glob(f"{data}-{model}-s*.json"), key=lambda p: int(p.stem.rpartition("-s")[2])):
+                record = json.loads(path.read_text())
+                if record["config_sha256"] == digest:
+                    found.append(record["summary"])
+                else:
+                    superseded += 1
+            if superseded:
+                print(f"  {data}/{model}: {superseded} record(s) of an earlier config left out", flush=True)
             if found:
                 table.setdefault(data, {})[model] = aggregate(found)
+            elif model in previous.get("results", {}).get(data, {}):
+                entry = previous["results"][data][model]
+                entry.setdefault("carried_from", previous["date"])
+                table.setdefault(data, {})[model] = entry
     return table
 
 
@@ -202,8 +257,9 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         lines += ["", f"## {data}", "", "| model | seeds | test HR@10 | test NDCG@10 | test MRR | valid NDCG@10 | "
                   f"coverage@10 | train s |{extra[0]}", f"|---|---|---|---|---|---|---|---|{extra[1]}"]  # fmt: skip
         for model, entry in models.items():
+            mark = " †" if "carried_from" in entry else ""
             row = (
-                f"| {model} | {entry['seeds']} | {cell(entry, 'test_hr@10')} | {cell(entry, 'test_ndcg@10')} | "
+                f"| {model}{mark} | {entry['seeds']} | {cell(entry, 'test_hr@10')} | {cell(entry, 'test_ndcg@10')} | "
                 f"{cell(entry, 'test_mrr')} | {cell(entry, 'valid_ndcg@10')} | {cell(entry, 'test_coverage@10')} | "
                 f"{entry['train_seconds']:.0f} |"
             )
@@ -217,6 +273,10 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         if excluded:
             lines += ["", "The last two columns never rank the user's earlier items, as the S3-Rec all-rank table "
                       "does; the published S3-Rec rows are repeated there."]  # fmt: skip
+        carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
+        if carried:
+            lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "
+                      "were kept (`bench/results/accuracy_runs/`), with the configs of that date."]  # fmt: skip
         truth = {m: e["true_intents"] for m, e in models.items() if e.get("true_intents")}
         if truth:
             lines += ["", "Intent heads against the generator's true session intents (test targets; mean over seeds). "
@@ -244,20 +304,30 @@ def main() -> None:
     parser.add_argument("--data", nargs="*", default=list(DATA_SETS), choices=DATA_SETS)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each with cores / jobs threads")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the tables from the records")
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("INTENTREC_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
     if not args.report_only:
         RUNS.mkdir(parents=True, exist_ok=True)
-        for data in args.data:
-            for model in args.models:
-                for seed in args.seeds:
-                    run_one(data, model, seed, env)
-                write_report(collect(list(DATA_SETS), list(MODELS), args.seeds, env), command)
-    # Every data set with finished runs goes into the report, not only the ones run by this command.
-    write_report(collect(list(DATA_SETS), list(MODELS), args.seeds, env), command)
+        queue = [(d, m, s) for d in args.data for m in args.models for s in args.seeds]
+        threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+        lock, finished = threading.Lock(), [0]
+
+        def work(task: tuple[str, str, int]) -> None:
+            print(f"[{task[0]}/{task[1]}/s{task[2]}] started", flush=True)
+            run_one(*task, env, threads)
+            with lock:  # one report at a time, rebuilt after every run so that a stopped queue loses nothing
+                finished[0] += 1
+                print(f"[{finished[0]}/{len(queue)} runs]", flush=True)
+                write_report(collect(list(DATA_SETS), list(MODELS), env), command)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(work, queue))
+    # Every data set with records goes into the report, not only the ones run by this command.
+    write_report(collect(list(DATA_SETS), list(MODELS), env), command)
     print(f"-> {RESULTS / 'accuracy.md'}")
 
 

@@ -104,16 +104,20 @@ def test_training_and_evaluation_batches_by_hand() -> None:
     store = SequenceStore(p)
     item = dict(p.items.select("item", "item_idx").iter_rows())
     batch = next(store.train_batches(batch_size=8, max_len=4, shuffle=False))
-    assert batch.items.shape == (2, 4) and batch.categorical.shape[:2] == (2, 4)
+    # u trains on its first 3 interactions (inputs i0 i1, targets i1 i2), v on 2: the batch is as wide
+    # as its longest row, 2 columns, not max_len
+    assert batch.items.shape == (2, 2) and batch.categorical.shape[:2] == (2, 2)
     u = [item[f"i{k}"] for k in range(5)]
-    # u trains on its first 3 interactions: inputs i0 i1, targets i1 i2, left-padded
-    assert batch.items[0].tolist() == [0, 0, u[0], u[1]]
-    assert batch.target_items[0].tolist() == [0, 0, u[1], u[2]]
-    assert batch.mask[0].tolist() == [False, False, True, True]
-    assert batch.intent_targets["action"].shape == (2, 4)
+    v = [item[f"i{k}"] for k in (9, 8, 7, 6)]
+    assert batch.items.tolist() == [[u[0], u[1]], [0, v[0]]]
+    assert batch.target_items.tolist() == [[u[1], u[2]], [0, v[1]]]
+    assert batch.mask.tolist() == [[True, True], [False, True]]
+    assert batch.intent_targets["action"].shape == (2, 2)
+    wide = next(store.train_batches(batch_size=8, max_len=1, shuffle=False))  # max_len still caps the width
+    assert wide.items.tolist() == [[u[1]], [v[0]]] and wide.target_items.tolist() == [[u[2]], [v[1]]]
     valid = next(store.eval_batches("valid", batch_size=8, max_len=4))
-    assert valid.items[0].tolist() == [0, u[0], u[1], u[2]]
-    assert valid.target_items[0].tolist() == [0, 0, 0, u[3]]
+    assert valid.items.tolist() == [[u[0], u[1], u[2]], [0, v[0], v[1]]]
+    assert valid.target_items.tolist() == [[0, 0, u[3]], [0, 0, v[2]]]
     test = next(store.eval_batches("test", batch_size=8, max_len=3))
     assert test.items[0].tolist() == [u[1], u[2], u[3]]  # truncated to the latest 3
     assert test.target_items[0, -1].item() == u[4]
@@ -136,3 +140,32 @@ def test_config_errors() -> None:
             make_dataset("t", pl.DataFrame({"user": ["a"] * 3, "item": ["x", "y", "z"]})),
             SequenceConfig(split="temporal"),
         )
+
+
+def test_by_length_batches_cover_every_user_once_with_little_padding() -> None:
+    world = generate(WorldConfig(users=300, seed=3, titles=60))
+    store = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
+    users = store.train_users()
+    lengths = np.minimum(store.train_end, 21)
+    for seed in (0, 1):
+        order = store.train_order(16, 20, seed=seed, by_length=True)
+        assert sorted(np.concatenate(order).tolist()) == sorted(users.tolist())  # each user exactly once
+        assert all(1 <= len(chunk) <= 16 for chunk in order)
+        spread = np.mean([np.ptp(lengths[chunk]) for chunk in order])
+        random_spread = np.mean([np.ptp(lengths[chunk]) for chunk in store.train_order(16, 20, seed=seed)])
+        assert spread < random_spread / 4
+        # a batch is as wide as its longest row's inputs
+        widths = [b.items.shape[1] for b in store.train_batches(16, 20, order=order)]
+        assert widths == [int(lengths[chunk].max()) - 1 for chunk in order]
+    a, b = (store.train_order(16, 20, seed=s, by_length=True) for s in (0, 1))
+    assert [c.tolist() for c in a] == [c.tolist() for c in store.train_order(16, 20, seed=0, by_length=True)]
+    assert [c.tolist() for c in a] != [c.tolist() for c in b]  # the epoch seed changes batches and order
+
+
+def test_length_order_sorts_targets_by_history_length() -> None:
+    world = generate(WorldConfig(users=80, seed=3, titles=40))
+    store = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
+    order = store.length_order("test", max_len=10)
+    assert sorted(order.tolist()) == list(range(len(store.targets("test"))))
+    widths = [b.items.shape[1] for b in store.eval_batches("test", 8, 10, order=order)]
+    assert widths == sorted(widths) and widths[-1] == 10

@@ -64,3 +64,32 @@ def test_validation_split_and_excluding_seen_items() -> None:
     # target 1 ranks first; user 2 loses 3 (target 2 ties with 1: first); user 3's target 3 was already first
     excluded = evaluate(m, s, "valid", exclude_seen=True)
     assert excluded["hr@1"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "intentrec", "gru4rec", "bert4rec"])
+def test_narrow_length_sorted_batches_rank_as_full_width_ones(kind: str) -> None:
+    """predict() batches targets by history length, each batch only as wide as its longest row; every
+    rank and top-10 list must equal one target at a time at the full max_len width."""
+    import numpy as np
+    import torch
+
+    from intentrec.config import ModelConfig
+    from intentrec.data.synthetic import WorldConfig, generate
+    from intentrec.eval.evaluate import predict
+    from intentrec.eval.metrics import rank_of_target
+    from intentrec.runs import build_model
+
+    world = generate(WorldConfig(users=40, seed=2, titles=30))
+    s = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, d=16, max_len=30, dropout=0.0), s).eval()  # type: ignore[arg-type]
+    p = predict(model, s, "test", batch_size=8)
+    assert len({b.items.shape[1] for b in s.eval_batches("test", 8, 30, order=s.length_order("test", 30))}) > 1
+    rows = np.searchsorted(s.offsets, p.targets, side="right") - 1
+    with torch.no_grad():
+        for n, (target, row) in enumerate(zip(p.targets, rows, strict=True)):
+            batch = s.history(int(row), 30, end=int(target - s.offsets[row]))
+            assert batch.items.shape[1] == 30
+            scores = model.item_logits(model(batch).hidden[:, -1])  # (1, I + 1)
+            assert p.ranks[n] == rank_of_target(scores, torch.tensor([s.items[target]]), None)[0]
+            assert p.top[n].tolist() == scores.topk(10, dim=1).indices[0].tolist()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from intentrec.data.batching import SequenceStore
@@ -27,11 +28,13 @@ def build(s: SequenceStore) -> IntentRec:
     return IntentRec(config)
 
 
-def test_training_improves_validation_and_writes_checkpoints(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", ["random", "by_length"])
+def test_training_improves_validation_and_writes_checkpoints(tmp_path: Path, batching: str) -> None:
     s = store()
     model = build(s)
     before = evaluate(model, s, "valid")["ndcg@10"]
-    result = train(model, s, TrainConfig(epochs=4, batch_size=16, warmup_steps=2, lr=5e-3), tmp_path)
+    config = TrainConfig(epochs=4, batch_size=16, warmup_steps=2, lr=5e-3, batching=batching)  # type: ignore[arg-type]
+    result = train(model, s, config, tmp_path)
     assert result["best_valid_ndcg@10"] > before  # type: ignore[operator]
     state = load_checkpoint(tmp_path / CHECKPOINT)
     assert state["epoch"] == 3 and set(state) >= {"model", "optimiser", "scheduler", "rng", "model_config"}

@@ -8,6 +8,12 @@ inputs are interactions ``0..n-2`` of that window and targets ``1..n-1`` (the ne
 labels at every position). Evaluation batches hold, per target interaction, the ``max_len``
 interactions before it, and the target at the last position.
 
+A training or evaluation batch is as wide as its longest row (at most ``max_len``): columns that are
+padding in every row are left out, which changes no model's output at a real position (every model
+counts positions from the first real interaction). On data with short histories most of a
+``max_len``-wide batch is padding (Amazon Beauty: 87% at ``max_len`` 50), so `train_batches` can also
+group users of similar length (``by_length``), and `length_order` lets evaluation do the same.
+
 Shapes: B batch, L max_len, C categorical fields, G genre classes.
 """
 
@@ -26,6 +32,7 @@ __all__ = ["Batch", "SequenceStore", "gap_bucket"]
 
 Split = Literal["train", "valid", "test"]
 GAP_BUCKETS = 16  # bucketed log2 time gaps; 0 = padding, 1 = first interaction / no timestamps
+LENGTH_POOL = 50  # train_order(by_length=True): batches sorted by length together (a pool)
 
 
 def gap_bucket(gaps: np.ndarray) -> np.ndarray:
@@ -162,6 +169,11 @@ class SequenceStore:
         valid = cols >= (max_len - length)[:, None]
         return np.where(valid, idx, -1), valid
 
+    @staticmethod
+    def _width(length: np.ndarray, max_len: int) -> int:
+        """Columns a batch needs: its longest row, at least one."""
+        return int(min(max_len, max(1, int(length.max(initial=0)))))
+
     def _assemble(
         self,
         rows: np.ndarray,
@@ -202,28 +214,75 @@ class SequenceStore:
         )
 
     # -- iterators -------------------------------------------------------------------------------
-    def train_batches(self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0) -> Iterator[Batch]:
-        """Every training user once; next-item targets at every position."""
+    def train_order(
+        self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0, by_length: bool = False
+    ) -> list[np.ndarray]:
+        """The user rows of each training batch of an epoch; every training user exactly once.
+
+        ``by_length``: the shuffled users are cut into pools of `LENGTH_POOL` batches, each pool is
+        sorted by training length and cut into batches, and the batches of every pool are shuffled
+        together. Each batch then holds users of about the same length (so it carries little padding)
+        while which users share a batch, and the order of the batches, still change every epoch."""
         rows = self.train_users()
+        rng = np.random.default_rng(seed)
         if shuffle:
-            rows = np.random.default_rng(seed).permutation(rows)
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
+            rows = rng.permutation(rows)
+        if not by_length:
+            return [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+        pool = batch_size * LENGTH_POOL
+        lengths = np.minimum(self.train_end, max_len + 1)
+        batches = []
+        for start in range(0, len(rows), pool):
+            chunk = rows[start : start + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        if shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def train_batches(
+        self,
+        batch_size: int,
+        max_len: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        by_length: bool = False,
+        order: list[np.ndarray] | None = None,
+    ) -> Iterator[Batch]:
+        """Every training user once, batched by `train_order` (or the rows of ``order``, one array per
+        batch); next-item targets at every position."""
+        if order is None:
+            order = self.train_order(batch_size, max_len, shuffle=shuffle, seed=seed, by_length=by_length)
+        for chunk in order:
             end = self.offsets[chunk] + self.train_end[chunk]  # one past the last training interaction
             length = np.minimum(self.train_end[chunk], max_len + 1)
-            idx, valid = self._gather(end, length, max_len + 1)
+            width = self._width(length, max_len + 1)  # inputs and targets are each one narrower
+            idx, valid = self._gather(end, length, width)
             inputs = valid[:, :-1]
             yield self._assemble(chunk, idx[:, :-1], inputs, idx[:, 1:], valid[:, 1:] & inputs)
 
-    def eval_batches(self, split: Split, batch_size: int, max_len: int) -> Iterator[Batch]:
-        """One row per target of the split: the ``max_len`` interactions before it, target at the end."""
+    def length_order(self, split: Split, max_len: int) -> np.ndarray:
+        """A permutation of the split's targets by the length of the history before them (stable), for
+        `eval_batches` with little padding; results come back in this order."""
         targets = self.targets(split)
+        owner = np.searchsorted(self.offsets, targets, side="right") - 1
+        return np.argsort(np.minimum(targets - self.offsets[owner], max_len), kind="stable")
+
+    def eval_batches(
+        self, split: Split, batch_size: int, max_len: int, *, order: np.ndarray | None = None
+    ) -> Iterator[Batch]:
+        """One row per target of the split: the ``max_len`` interactions before it, target at the end.
+        Targets come in their `targets` order, or in ``order`` (a permutation of it, see `length_order`)."""
+        targets = self.targets(split)
+        if order is not None:
+            targets = targets[order]
         owner = np.searchsorted(self.offsets, targets, side="right") - 1
         for start in range(0, len(targets), batch_size):
             t = targets[start : start + batch_size]
             rows = owner[start : start + batch_size]
             length = np.minimum(t - self.offsets[rows], max_len)
-            idx, valid = self._gather(t, length, max_len)
+            idx, valid = self._gather(t, length, self._width(length, max_len))
             target_idx = np.full_like(idx, -1)
             target_idx[:, -1] = t
             target_valid = np.zeros_like(valid)

@@ -70,7 +70,9 @@ def predict(
     scores: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
     truth: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
     known: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
-    for batch in store.eval_batches(split, batch_size, model.max_len):
+    # shortest histories first, so each batch is only as wide as its rows need; undone below
+    order = store.length_order(split, model.max_len)
+    for batch in store.eval_batches(split, batch_size, model.max_len, order=order):
         batch = batch.to(device)
         output = model(batch)
         item_scores = model.item_logits(output.hidden[:, -1])  # (B, I + 1)
@@ -92,14 +94,19 @@ def predict(
             known[head.name].append(batch.intent_target_mask[head.name][:, -1].cpu())
     model.train(was_training)
     targets = store.targets(split)
+    back = torch.from_numpy(np.argsort(order))  # position of each target (in targets order) in `order`
+
+    def restored(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts)[back]
+
     return Predictions(
         targets=targets,
         rows=np.searchsorted(store.offsets, targets, side="right") - 1,
-        ranks=torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long),
-        top=torch.cat(tops) if tops else torch.zeros(0, k, dtype=torch.long),
-        intent_scores={name: torch.cat(v) for name, v in scores.items() if v},
-        intent_truth={name: torch.cat(v) for name, v in truth.items() if v},
-        intent_known={name: torch.cat(v) for name, v in known.items() if v},
+        ranks=restored(ranks) if ranks else torch.zeros(0, dtype=torch.long),
+        top=restored(tops) if tops else torch.zeros(0, k, dtype=torch.long),
+        intent_scores={name: restored(v) for name, v in scores.items() if v},
+        intent_truth={name: restored(v) for name, v in truth.items() if v},
+        intent_known={name: restored(v) for name, v in known.items() if v},
     )
 
 

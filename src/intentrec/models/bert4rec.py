@@ -3,10 +3,10 @@ Bidirectional Encoder Representations from Transformer", CIKM 2019) in our harne
 
 A bidirectional Transformer over item ids and positions, trained with the cloze task: a random
 ``mask_prob`` share of the interactions in each training window is replaced by a [MASK] token (at least
-one per row) and predicted with a full softmax over the catalogue. To predict the next item, the
-history's oldest interaction is dropped and [MASK] appended; the hidden state at that last position
-is the prediction (``forward`` puts it at position L - 1; other positions are not next-item
-predictions).
+one per row) and predicted with a full softmax over the catalogue. To predict the next item, [MASK]
+is appended to the history (its oldest interaction dropped when the row would exceed ``max_len``);
+the hidden state at that last position is the prediction (``forward`` puts it at position L - 1;
+other positions are not next-item predictions).
 
 Departures from the paper: pre-LN blocks (shared with our other Transformers); the output layer is
 the tied item embedding without the extra projection and bias; no engagement weighting of the cloze
@@ -72,7 +72,13 @@ class BERT4Rec(SequentialModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         query = torch.full_like(batch.items[:, :1], self.mask_token)  # (B, 1)
-        return ModelOutput(self.encode(torch.cat([batch.items[:, 1:], query], dim=1)))  # (B, L, D)
+        hidden = self.encode(self._latest(torch.cat([batch.items, query], dim=1)))  # (B, L or L + 1, D)
+        return ModelOutput(hidden[:, -batch.items.shape[1] :])  # (B, L, D), [MASK] last
+
+    def _latest(self, items: torch.Tensor) -> torch.Tensor:
+        """The latest ``max_len`` columns of (B, L) ids: the oldest column goes only when the row would
+        not fit, so a batch without its all-padding columns gives the same outputs."""
+        return items[:, -self.max_len :]
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return scores_over_catalogue(hidden, self.item_embeddings)
@@ -84,7 +90,7 @@ class BERT4Rec(SequentialModel):
 
     def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         # the window's latest L interactions: inputs shifted by one, plus the last target
-        window = torch.cat([batch.items, batch.target_items[:, -1:]], dim=1)[:, 1:]  # (B, L)
+        window = self._latest(torch.cat([batch.items, batch.target_items[:, -1:]], dim=1))  # (B, L')
         real = window > 0
         chosen = (torch.rand(window.shape, device=window.device) < self.config.mask_prob) & real  # (B, L)
         # rows where the draw masked nothing predict their last interaction, as at inference

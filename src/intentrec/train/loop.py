@@ -90,8 +90,11 @@ def train_epoch(
     """One pass over every training user; returns the sequences seen and the mean loss per sequence."""
     model.train()
     started, sequences, total = time.perf_counter(), 0, 0.0
-    steps = -(-len(store.train_users()) // config.batch_size)
-    batches = store.train_batches(config.batch_size, model.max_len, shuffle=True, seed=config.seed + epoch)
+    order = store.train_order(
+        config.batch_size, model.max_len, seed=config.seed + epoch, by_length=config.batching == "by_length"
+    )
+    steps = len(order)
+    batches = store.train_batches(config.batch_size, model.max_len, order=order)
     bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
     for batch in bar:
         batch = batch.to(device, non_blocking=True)
@@ -130,7 +133,7 @@ def train(
             handle.write(json.dumps({"epoch": 0, "loss": None, "train_seconds": 0.0, "valid": valid}) + "\n")
         return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(store.train_users()) // config.batch_size)
+    steps_per_epoch = len(store.train_order(config.batch_size, model.max_len, by_length=config.batching == "by_length"))
     scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch)
     start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
     if resume and (out / CHECKPOINT).exists():
