@@ -136,9 +136,13 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 512
     stop_after_epochs: int | None = None  # end the run after this many epochs (to test resuming)
-    # "random": shuffled users; "by_length": shuffled users of about the same length batched together, so
-    # batches of short histories carry little padding (SequenceStore.train_order; 4-5x less work on Beauty)
-    batching: Literal["random", "by_length"] = "random"
+    # each batch computed as up to this many groups of rows of similar length, losses weighted by their
+    # share of the batch's targets: the same update as the whole batch, less padding (Batch.split_by_length)
+    length_groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.length_groups < 1:
+            raise ConfigError(f"train.length_groups must be at least 1, got {self.length_groups}")
 
 
 @dataclass(frozen=True)

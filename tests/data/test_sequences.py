@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from intentrec.data.batching import SequenceStore, gap_bucket
+from intentrec.data.batching import SequenceStore, gap_bucket, length_groups
 from intentrec.data.schema import make_dataset
 from intentrec.data.sequences import SequenceConfig, build_sequences, kcore, window_lengths
 from intentrec.data.synthetic import WorldConfig, generate
@@ -142,24 +142,27 @@ def test_config_errors() -> None:
         )
 
 
-def test_by_length_batches_cover_every_user_once_with_little_padding() -> None:
-    world = generate(WorldConfig(users=300, seed=3, titles=60))
-    store = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
-    users = store.train_users()
-    lengths = np.minimum(store.train_end, 21)
-    for seed in (0, 1):
-        order = store.train_order(16, 20, seed=seed, by_length=True)
-        assert sorted(np.concatenate(order).tolist()) == sorted(users.tolist())  # each user exactly once
-        assert all(1 <= len(chunk) <= 16 for chunk in order)
-        spread = np.mean([np.ptp(lengths[chunk]) for chunk in order])
-        random_spread = np.mean([np.ptp(lengths[chunk]) for chunk in store.train_order(16, 20, seed=seed)])
-        assert spread < random_spread / 4
-        # a batch is as wide as its longest row's inputs
-        widths = [b.items.shape[1] for b in store.train_batches(16, 20, order=order)]
-        assert widths == [int(lengths[chunk].max()) - 1 for chunk in order]
-    a, b = (store.train_order(16, 20, seed=s, by_length=True) for s in (0, 1))
-    assert [c.tolist() for c in a] == [c.tolist() for c in store.train_order(16, 20, seed=0, by_length=True)]
-    assert [c.tolist() for c in a] != [c.tolist() for c in b]  # the epoch seed changes batches and order
+def test_length_groups_cover_every_row_once_at_the_least_padding() -> None:
+    import itertools
+
+    rng = np.random.default_rng(0)
+
+    def least(lengths: np.ndarray, groups: int) -> int:  # every way to cut the sorted rows, by brute force
+        s, n, best = np.sort(lengths), len(lengths), 10**9
+        for k in range(1, groups + 1):
+            for cuts in itertools.combinations(range(1, n), k - 1):
+                b = [0, *cuts, n]
+                best = min(best, sum((b[i + 1] - b[i]) * int(s[b[i + 1] - 1]) for i in range(k)))
+        return best
+
+    for _ in range(100):
+        lengths = rng.integers(1, 12, size=int(rng.integers(1, 9)))
+        groups = int(rng.integers(1, 5))
+        parts = length_groups(lengths, groups)
+        assert sorted(np.concatenate(parts).tolist()) == list(range(len(lengths))) and len(parts) <= groups
+        assert sum(len(p) * int(lengths[p].max()) for p in parts) == least(lengths, groups)
+    # by hand: 2, 2, 2, 9 in two groups -> {2, 2, 2} and {9}: 3 x 2 + 1 x 9 = 15 cells instead of 36
+    assert [sorted(p.tolist()) for p in length_groups(np.array([2, 9, 2, 2]), 2)] == [[0, 2, 3], [1]]
 
 
 def test_length_order_sorts_targets_by_history_length() -> None:

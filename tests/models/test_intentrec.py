@@ -169,3 +169,34 @@ def test_config_errors() -> None:
         IntentRecConfig(n_items=5, variant="V3")
     with pytest.raises(ValueError, match="not divisible by 3 heads"):
         IntentRec(IntentRecConfig(n_items=5, variant="V0", d=16, n_heads=3))
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "V3"])
+def test_length_groups_give_the_whole_batch_gradient(kind: str) -> None:
+    """Training on a batch split into groups of similar length, losses weighted by target share, is the
+    whole batch's update (exactly, for the item loss)."""
+    batch = make_batch(seed=4, pad=5)
+    whole = (
+        sasrec(I, d=D, n_blocks=2, n_heads=2, max_len=12, dropout=0.0)
+        if kind == "sasrec"
+        else model("V3", intent_lambda=0.0)
+    )
+    whole.train()
+    loss, _ = whole.training_loss(batch)
+    loss.backward()
+    split = (
+        sasrec(I, d=D, n_blocks=2, n_heads=2, max_len=12, dropout=0.0)
+        if kind == "sasrec"
+        else model("V3", intent_lambda=0.0)
+    )
+    split.load_state_dict(whole.state_dict())
+    split.train()
+    groups = batch.split_by_length(3)
+    assert len(groups) == 3 and sum(share for _, share in groups) == pytest.approx(1.0)
+    assert sorted(g.items.shape[1] for g, _ in groups) == sorted(LENGTHS)  # each group as wide as its rows
+    for group, share in groups:
+        part, _ = split.training_loss(group)
+        (part * share).backward()
+    for (name, a), (_, b) in zip(whole.named_parameters(), split.named_parameters(), strict=True):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=f"gradient of {name}")

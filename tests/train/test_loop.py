@@ -28,12 +28,12 @@ def build(s: SequenceStore) -> IntentRec:
     return IntentRec(config)
 
 
-@pytest.mark.parametrize("batching", ["random", "by_length"])
-def test_training_improves_validation_and_writes_checkpoints(tmp_path: Path, batching: str) -> None:
+@pytest.mark.parametrize("batching", [{}, {"length_groups": 3}])
+def test_training_improves_validation_and_writes_checkpoints(tmp_path: Path, batching: dict[str, object]) -> None:
     s = store()
     model = build(s)
     before = evaluate(model, s, "valid")["ndcg@10"]
-    config = TrainConfig(epochs=4, batch_size=16, warmup_steps=2, lr=5e-3, batching=batching)  # type: ignore[arg-type]
+    config = TrainConfig(epochs=4, batch_size=16, warmup_steps=2, lr=5e-3, **batching)  # type: ignore[arg-type]
     result = train(model, s, config, tmp_path)
     assert result["best_valid_ndcg@10"] > before  # type: ignore[operator]
     state = load_checkpoint(tmp_path / CHECKPOINT)

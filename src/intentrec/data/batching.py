@@ -11,8 +11,9 @@ interactions before it, and the target at the last position.
 A training or evaluation batch is as wide as its longest row (at most ``max_len``): columns that are
 padding in every row are left out, which changes no model's output at a real position (every model
 counts positions from the first real interaction). On data with short histories most of a
-``max_len``-wide batch is padding (Amazon Beauty: 87% at ``max_len`` 50), so `train_batches` can also
-group users of similar length (``by_length``), and `length_order` lets evaluation do the same.
+``max_len``-wide batch is still padding (Amazon Beauty: 87% at ``max_len`` 50), so a training batch
+can be computed as groups of rows of similar length (`Batch.split_by_length`, the same update), and
+evaluation takes its targets in order of history length (`length_order`).
 
 Shapes: B batch, L max_len, C categorical fields, G genre classes.
 """
@@ -28,11 +29,10 @@ import torch
 
 from intentrec.data.sequences import Prepared
 
-__all__ = ["Batch", "SequenceStore", "gap_bucket"]
+__all__ = ["Batch", "SequenceStore", "gap_bucket", "length_groups"]
 
 Split = Literal["train", "valid", "test"]
 GAP_BUCKETS = 16  # bucketed log2 time gaps; 0 = padding, 1 = first interaction / no timestamps
-LENGTH_POOL = 50  # train_order(by_length=True): batches sorted by length together (a pool)
 
 
 def gap_bucket(gaps: np.ndarray) -> np.ndarray:
@@ -59,6 +59,40 @@ class Batch:
     intent_targets: dict[str, torch.Tensor]  # head -> (B, L) class (-100 = unknown) or (B, L, G) multi-hot
     intent_target_mask: dict[str, torch.Tensor]  # head -> (B, L) True where the label is known
 
+    def select(self, rows: torch.Tensor) -> Batch:
+        """The batch of ``rows`` alone, without the columns that are padding in every one of them."""
+        mask = self.mask[rows]
+        start = int(mask.any(dim=0).long().argmax()) if mask.shape[1] and bool(mask.any()) else 0
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t[rows, start:]
+
+        return Batch(
+            users=self.users[rows],
+            items=pick(self.items),
+            categorical=pick(self.categorical),
+            time_gaps=pick(self.time_gaps),
+            window_len=pick(self.window_len),
+            mask=mask[:, start:],
+            target_items=pick(self.target_items),
+            target_weights=pick(self.target_weights),
+            intent_targets={k: pick(v) for k, v in self.intent_targets.items()},
+            intent_target_mask={k: pick(v) for k, v in self.intent_target_mask.items()},
+        )
+
+    def split_by_length(self, groups: int) -> list[tuple[Batch, float]]:
+        """This batch as at most ``groups`` batches of rows of similar length (`length_groups`), each
+        with its share of the batch's targets: training on each and summing the losses weighted by
+        those shares is the whole batch's update, with less padding to compute."""
+        lengths = self.mask.sum(dim=1).cpu().numpy()
+        targets = (self.target_items > 0).sum(dim=1).cpu().numpy()
+        total = max(int(targets.sum()), 1)
+        parts = []
+        for rows in length_groups(lengths, groups):
+            index = torch.from_numpy(rows).to(self.mask.device)
+            parts.append((self.select(index), float(targets[rows].sum()) / total))
+        return parts
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=non_blocking)
@@ -75,6 +109,36 @@ class Batch:
             intent_targets={k: move(v) for k, v in self.intent_targets.items()},
             intent_target_mask={k: move(v) for k, v in self.intent_target_mask.items()},
         )
+
+
+def length_groups(lengths: np.ndarray, groups: int) -> list[np.ndarray]:
+    """Row indices cut into at most ``groups`` groups of similar length that need the fewest padded
+    cells: each group is as wide as its longest row, so the cost is sum(rows x longest length). Rows
+    are sorted by length and the cut points chosen by dynamic programming over the distinct lengths."""
+    order = np.argsort(lengths, kind="stable")
+    values, counts = np.unique(lengths[order], return_counts=True)
+    m = len(values)
+    if groups <= 1 or m <= 1:
+        return [order]
+    before = np.r_[0, np.cumsum(counts)]  # rows with a smaller length than values[j]: before[j]
+    # cost[g, j]: cheapest way to cover the first j distinct lengths with g + 1 groups; cut[g, j]: where
+    # the last of those groups starts
+    cost = np.full((groups, m + 1), np.inf)
+    cut = np.zeros((groups, m + 1), dtype=np.int64)
+    cost[:, 0] = 0.0
+    cost[0, 1:] = before[1:] * values
+    for g in range(1, groups):
+        for j in range(1, m + 1):
+            starts = np.arange(j)  # the last group covers distinct lengths starts..j-1
+            options = cost[g - 1, starts] + (before[j] - before[starts]) * values[j - 1]
+            best = int(options.argmin())
+            cost[g, j], cut[g, j] = options[best], best
+    pieces, j, g = [], m, groups - 1
+    while j > 0:
+        start = cut[g, j] if g > 0 else 0
+        pieces.append(order[before[start] : before[j]])
+        j, g = start, g - 1
+    return [p for p in reversed(pieces) if len(p)]
 
 
 def _item_genres(prepared: Prepared) -> np.ndarray | None:
@@ -214,47 +278,13 @@ class SequenceStore:
         )
 
     # -- iterators -------------------------------------------------------------------------------
-    def train_order(
-        self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0, by_length: bool = False
-    ) -> list[np.ndarray]:
-        """The user rows of each training batch of an epoch; every training user exactly once.
-
-        ``by_length``: the shuffled users are cut into pools of `LENGTH_POOL` batches, each pool is
-        sorted by training length and cut into batches, and the batches of every pool are shuffled
-        together. Each batch then holds users of about the same length (so it carries little padding)
-        while which users share a batch, and the order of the batches, still change every epoch."""
+    def train_batches(self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0) -> Iterator[Batch]:
+        """Every training user once; next-item targets at every position."""
         rows = self.train_users()
-        rng = np.random.default_rng(seed)
         if shuffle:
-            rows = rng.permutation(rows)
-        if not by_length:
-            return [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-        pool = batch_size * LENGTH_POOL
-        lengths = np.minimum(self.train_end, max_len + 1)
-        batches = []
-        for start in range(0, len(rows), pool):
-            chunk = rows[start : start + pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-        if shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def train_batches(
-        self,
-        batch_size: int,
-        max_len: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        by_length: bool = False,
-        order: list[np.ndarray] | None = None,
-    ) -> Iterator[Batch]:
-        """Every training user once, batched by `train_order` (or the rows of ``order``, one array per
-        batch); next-item targets at every position."""
-        if order is None:
-            order = self.train_order(batch_size, max_len, shuffle=shuffle, seed=seed, by_length=by_length)
-        for chunk in order:
+            rows = np.random.default_rng(seed).permutation(rows)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
             end = self.offsets[chunk] + self.train_end[chunk]  # one past the last training interaction
             length = np.minimum(self.train_end[chunk], max_len + 1)
             width = self._width(length, max_len + 1)  # inputs and targets are each one narrower

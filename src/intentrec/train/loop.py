@@ -90,25 +90,26 @@ def train_epoch(
     """One pass over every training user; returns the sequences seen and the mean loss per sequence."""
     model.train()
     started, sequences, total = time.perf_counter(), 0, 0.0
-    order = store.train_order(
-        config.batch_size, model.max_len, seed=config.seed + epoch, by_length=config.batching == "by_length"
-    )
-    steps = len(order)
-    batches = store.train_batches(config.batch_size, model.max_len, order=order)
+    steps = -(-len(store.train_users()) // config.batch_size)
+    batches = store.train_batches(config.batch_size, model.max_len, shuffle=True, seed=config.seed + epoch)
     bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
     for batch in bar:
         batch = batch.to(device, non_blocking=True)
         optimiser.zero_grad(set_to_none=True)
-        loss, parts = model.training_loss(batch)
-        loss.backward()
+        step_loss = 0.0
+        groups = batch.split_by_length(config.length_groups) if config.length_groups > 1 else [(batch, 1.0)]
+        for group, share in groups:  # gradients add up to the whole batch's
+            loss, parts = model.training_loss(group)
+            (loss * share).backward()
+            step_loss += parts["total"] * share
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimiser.step()
         if scheduler is not None:
             scheduler.step()
         sequences += batch.items.shape[0]
-        total += parts["total"] * batch.items.shape[0]
+        total += step_loss * batch.items.shape[0]
         rate = sequences / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(loss=f"{parts['total']:.3f}", seq_s=f"{rate:.0f}")
+        bar.set_postfix(loss=f"{step_loss:.3f}", seq_s=f"{rate:.0f}")
     return sequences, total / max(sequences, 1)
 
 
@@ -133,7 +134,7 @@ def train(
             handle.write(json.dumps({"epoch": 0, "loss": None, "train_seconds": 0.0, "valid": valid}) + "\n")
         return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = len(store.train_order(config.batch_size, model.max_len, by_length=config.batching == "by_length"))
+    steps_per_epoch = -(-len(store.train_users()) // config.batch_size)
     scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch)
     start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
     if resume and (out / CHECKPOINT).exists():
