@@ -38,6 +38,11 @@ from typing import Any
 
 from speed_models import machine, provenance
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 RUNS = REPO / "bench" / "runs"
@@ -76,8 +81,10 @@ PUBLISHED: dict[str, list[tuple[str, float, float, str]]] = {
 
 
 def config_digest(data: str, model: str) -> str:
-    """The first 16 hex digits of the SHA-256 of the frozen config file a run is trained from."""
-    return hashlib.sha256((CONFIGS / data / f"{model}.toml").read_bytes()).hexdigest()[:16]
+    """The first 16 hex digits of the SHA-256 of the settings of the frozen config a run is trained from
+    (its parsed TOML, so that editing a comment does not supersede finished runs)."""
+    settings = tomllib.loads((CONFIGS / data / f"{model}.toml").read_text())
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int) -> bool:
@@ -304,7 +311,8 @@ def main() -> None:
     parser.add_argument("--data", nargs="*", default=list(DATA_SETS), choices=DATA_SETS)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each with cores / jobs threads")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the tables from the records")
     args = parser.parse_args()
     env = dict(os.environ)
@@ -313,7 +321,7 @@ def main() -> None:
     if not args.report_only:
         RUNS.mkdir(parents=True, exist_ok=True)
         queue = [(d, m, s) for d in args.data for m in args.models for s in args.seeds]
-        threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+        threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
         lock, finished = threading.Lock(), [0]
 
         def work(task: tuple[str, str, int]) -> None:

@@ -107,6 +107,7 @@ class ModelConfig:
     # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere) or
     # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled)
     init: Literal["scaled", "small"] = "scaled"
+    output_genres: bool = False  # intentrec: items scored with their genre embedding added to the id embedding
 
     def __post_init__(self) -> None:
         for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len"):

@@ -96,6 +96,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         use_genres=config.use_genres and store.item_genres is not None,
         use_time_gaps=config.use_time_gaps,
         item_loss=config.item_loss,
+        output_genres=config.output_genres,
     )
     genres = torch.from_numpy(store.item_genres) if intent.use_genres and store.item_genres is not None else None
     return IntentRec(intent, item_genres=genres)

@@ -200,3 +200,26 @@ def test_length_groups_give_the_whole_batch_gradient(kind: str) -> None:
     for (name, a), (_, b) in zip(whole.named_parameters(), split.named_parameters(), strict=True):
         if a.grad is not None:
             torch.testing.assert_close(a.grad, b.grad, msg=f"gradient of {name}")
+
+
+def test_output_genres_score_items_with_their_genres() -> None:
+    m = model("V0", output_genres=True)
+    genres = m.embed.item_genres
+    assert genres is not None
+    with torch.no_grad():
+        expected = m.embed.item.weight + genres @ m.embed.genre.weight.T  # (I + 1, D)
+        torch.testing.assert_close(m.item_embeddings, expected)
+        assert m.item_embeddings is m.item_embeddings  # kept between calls while nothing changes
+    batch = make_batch()
+    m.train()
+    loss, _ = m.training_loss(batch)
+    loss.backward()
+    assert m.embed.genre.weight.grad is not None and m.embed.genre.weight.grad.abs().sum() > 0
+    before = m.item_embeddings.detach().clone()
+    torch.optim.SGD(m.parameters(), lr=0.5).step()
+    with torch.no_grad():  # an optimiser step changes the table the model scores with
+        assert not torch.allclose(m.item_embeddings, before)
+        torch.testing.assert_close(m.item_embeddings, m.embed.item.weight + genres @ m.embed.genre.weight.T)
+    plain = model("V0")
+    with torch.no_grad():
+        assert plain.item_embeddings is plain.embed.item.weight

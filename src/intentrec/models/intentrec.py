@@ -24,7 +24,7 @@ Departures from the paper:
 * the multi-label genre head is a softmax trained with cross-entropy against the item's genres as a
   uniform soft target, so only the positives carry loss, as in the paper; its output is a distribution
   over genres;
-* the output layer shares the item embedding.
+* the output layer shares the item embedding (with ``output_genres``, plus the item's genre embedding).
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class IntentRecConfig:
     use_time_gaps: bool = True  # bucketed time gap to the previous interaction as an input feature
     item_loss: Literal["ce", "bce"] = "ce"  # full softmax, or BCE with one sampled negative (SASRec paper)
     init: Literal["scaled", "small"] = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`)
+    # score items with their genre embedding added to the id embedding, as the input does: items share
+    # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
+    output_genres: bool = False
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -108,10 +111,22 @@ class IntentRec(SequentialModel):
             self.next_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
         if c.init == "small":
             small_init(self)
+        self._scoring: tuple[tuple[int, ...], torch.Tensor] | None = None  # (parameter versions, table)
 
     @property
     def item_embeddings(self) -> torch.Tensor:
-        return self.embed.item.weight  # (I + 1, D)
+        """(I + 1, D) the output layer: the item-id embedding, plus each item's genre embedding with
+        ``output_genres``. Outside autograd the sum is kept until a parameter changes."""
+        table = self.embed.item.weight
+        if not self.config.output_genres or self.embed.item_genres is None:
+            return table
+        genre = self.embed.genre.weight
+        if torch.is_grad_enabled():
+            return table + self.embed.genre(self.embed.item_genres)
+        versions = (id(table), table._version, id(genre), genre._version)
+        if self._scoring is None or self._scoring[0] != versions:
+            self._scoring = (versions, table + self.embed.genre(self.embed.item_genres))
+        return self._scoring[1]
 
     def forward(self, batch: Batch, last_only: bool = False) -> ModelOutput:
         """Every position's outputs; with ``last_only`` the hidden state (B, 1, D) of the last position
