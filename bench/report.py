@@ -27,6 +27,7 @@ TARGETS = [
     ("lastfm", "S3-Rec", "intentrec-v3", "at_least"),
 ]
 BEAUTY_NDCG_TARGET = 0.066
+S3REC_FILES = ("beauty", "toys", "lastfm")
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -64,7 +65,10 @@ def standing(accuracy: dict[str, Any] | None) -> list[str]:
         row = next((p for p in published.get(data, []) if p[0] == label), None)
         if row is None:
             continue
-        excluded = "S3-Rec" in row[3]  # its all-rank table never ranks earlier items: compare like for like
+        # every published row on the S3-Rec files comes from S3-Rec's full-sort evaluation or a fork of it
+        # (FMLP-Rec, BSARec, WEARec; transformer_benchmark replicates it), which never ranks the user's
+        # earlier items: compare like for like
+        excluded = data in S3REC_FILES
         mine = ours(accuracy, data, model, excluded)
         target = ("within 10%" if kind == "within10" else "at or above") + (", seen excluded" if excluded else "")
         if mine is None:
@@ -72,12 +76,11 @@ def standing(accuracy: dict[str, Any] | None) -> list[str]:
             continue
         lines.append(f"| {data} | {label} | {row[2]:.4f} | {model} | {mine[1]:.4f} ({mine[2]}) | {target} | "
                      f"{verdict(kind, mine[1], row[2])} |")  # fmt: skip
-    beauty = ours(accuracy, "beauty", "intentrec-v3")
+    beauty = ours(accuracy, "beauty", "intentrec-v3", excluded=True)
     lines.append(
         f"| beauty | NDCG@10 >= {BEAUTY_NDCG_TARGET} (7.4% above the best published) | {BEAUTY_NDCG_TARGET} | "
-        f"intentrec-v3 | {'not run yet' if beauty is None else f'{beauty[1]:.4f} ({beauty[2]})'} | at or above | "
-        + ("-" if beauty is None else verdict("at_least", beauty[1], BEAUTY_NDCG_TARGET))
-        + " |"
+        f"intentrec-v3 | {'not run yet' if beauty is None else f'{beauty[1]:.4f} ({beauty[2]})'} | at or above, "
+        "seen excluded | " + ("-" if beauty is None else verdict("at_least", beauty[1], BEAUTY_NDCG_TARGET)) + " |"
     )
     for data, models in accuracy["results"].items():  # IntentRec against our SASRec-CE on each data set
         if "intentrec-v3" in models and "sasrec-ce" in models:

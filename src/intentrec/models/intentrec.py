@@ -120,12 +120,12 @@ class IntentRec(SequentialModel):
         table = self.embed.item.weight
         if not self.config.output_genres or self.embed.item_genres is None:
             return table
-        genre = self.embed.genre.weight
         if torch.is_grad_enabled():
-            return table + self.embed.genre(self.embed.item_genres)
+            return table + self.embed.genre_table()
+        genre = self.embed.genre.weight
         versions = (id(table), table._version, id(genre), genre._version)
         if self._scoring is None or self._scoring[0] != versions:
-            self._scoring = (versions, table + self.embed.genre(self.embed.item_genres))
+            self._scoring = (versions, table + self.embed.genre_table())
         return self._scoring[1]
 
     def forward(self, batch: Batch, last_only: bool = False) -> ModelOutput:

@@ -134,6 +134,9 @@ class FeatureEmbedder(nn.Module):
     followed by a linear map, at a fraction of the width.
     """
 
+    genre_index: torch.Tensor  # buffers, with item genres: the genre columns of every item, and where each starts
+    genre_offsets: torch.Tensor
+
     def __init__(
         self,
         n_items: int,
@@ -153,8 +156,14 @@ class FeatureEmbedder(nn.Module):
         if item_genres is not None:
             self.register_buffer("item_genres", item_genres.float(), persistent=False)  # (I + 1, G)
             self.genre = nn.Linear(item_genres.shape[1], d, bias=False)
+            # the same multi-hot as lists (CSR), so an item's genre embedding is a sum over its few genres
+            rows, cols = item_genres.nonzero(as_tuple=True)
+            counts = torch.bincount(rows, minlength=item_genres.shape[0])
+            self.register_buffer("genre_index", cols, persistent=False)  # (nnz,)
+            self.register_buffer("genre_offsets", counts.cumsum(0) - counts, persistent=False)  # (I + 1,)
         else:
             self.item_genres = None
+        self._genre_table: tuple[tuple[int, int], torch.Tensor] | None = None  # (weight version, table)
         self.ln = nn.LayerNorm(d)
         self.drop = Dropout(dropout)
         self.item_scale = math.sqrt(d)  # 1 under the "small" initialisation (`small_init`)
@@ -167,9 +176,21 @@ class FeatureEmbedder(nn.Module):
         for c, embedding in enumerate(self.fields):
             x = x + embedding(categorical[..., c])  # (B, L, D)
         if self.item_genres is not None:
-            x = x + self.genre(self.item_genres[items])  # (B, L, G) -> (B, L, D)
+            x = x + self.genre_table()[items]  # (B, L, D)
         x = x + self.gap(time_gaps) + self.position(real_positions(mask))  # (B, L, D)
         return self.drop(self.ln(x)) * mask[..., None]  # padding stays exactly zero
+
+    def genre_table(self) -> torch.Tensor:
+        """(I + 1, D) each item's genre embedding, ``genre(item_genres)``, summed over its genres' columns
+        (a few per item instead of all G). Outside autograd it is kept until the weight changes."""
+        weight = self.genre.weight  # (D, G)
+        key = (id(weight), weight._version)
+        if not torch.is_grad_enabled() and self._genre_table is not None and self._genre_table[0] == key:
+            return self._genre_table[1]
+        table = F.embedding_bag(self.genre_index, weight.t().contiguous(), self.genre_offsets, mode="sum")
+        if not torch.is_grad_enabled():
+            self._genre_table = (key, table)
+        return table
 
 
 INITS = ("scaled", "small")
