@@ -172,3 +172,23 @@ def test_length_order_sorts_targets_by_history_length() -> None:
     assert sorted(order.tolist()) == list(range(len(store.targets("test"))))
     widths = [b.items.shape[1] for b in store.eval_batches("test", 8, 10, order=order)]
     assert widths == sorted(widths) and widths[-1] == 10
+
+
+def test_genre_targets_come_from_the_catalogue_and_match_each_interactions_labels() -> None:
+    world = generate(WorldConfig(users=50, seed=4, titles=40))
+    prepared = build_sequences(make_dataset("w", world.interactions, world.items))
+    store = SequenceStore(prepared)
+    assert store.item_labels == {"genre"} and "genre" not in store.labels  # no (interactions x G) array
+    genre = next(h for h in prepared.heads if h.name == "genre")
+    hot = np.zeros((prepared.interactions.height, len(genre.classes)), dtype=np.float32)
+    lists = prepared.interactions[genre.column]
+    lengths = lists.list.len().fill_null(0).to_numpy()
+    hot[np.repeat(np.arange(len(lengths)), lengths), lists.explode().drop_nulls().to_numpy().astype(np.int64)] = 1
+    users = store.train_users()
+    for n, batch in enumerate(store.train_batches(16, 20, shuffle=False)):
+        rows = users[16 * n : 16 * (n + 1)]
+        idx, valid = store._gather(
+            store.offsets[rows] + store.train_end[rows], np.minimum(store.train_end[rows], 21), batch.items.shape[1] + 1
+        )
+        expected = hot[np.where(valid[:, 1:], idx[:, 1:], 0)] * (valid[:, 1:] & valid[:, :-1])[..., None]
+        np.testing.assert_array_equal(batch.intent_targets["genre"].numpy(), expected)

@@ -182,15 +182,19 @@ class SequenceStore:
             columns.append(frame["hour"].to_numpy().astype(np.int64) + 1)
         self.categorical = np.stack(columns, axis=1) if columns else np.zeros((frame.height, 0), dtype=np.int64)
         self.cardinalities = [int(c.max()) + 1 if len(c) else 1 for c in columns]
+        self.item_genres = _item_genres(prepared)
         self.labels: dict[str, np.ndarray] = {}
+        self.item_labels: set[str] = set()  # multi-label heads whose labels are the target item's genres
         for head in prepared.heads:
             if head.multi_label:
-                hot = np.zeros((frame.height, len(head.classes)), dtype=np.float32)
                 lists = frame[head.column]
-                lengths = lists.list.len().fill_null(0).to_numpy()
-                rows = np.repeat(np.arange(frame.height), lengths)
+                lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
                 cols = lists.explode().drop_nulls().to_numpy().astype(np.int64)
-                hot[rows, cols] = 1.0
+                if self._labels_are_item_genres(lengths, cols):
+                    self.item_labels.add(head.name)  # gathered from the (I + 1, G) catalogue table per batch
+                    continue
+                hot = np.zeros((frame.height, len(head.classes)), dtype=np.float32)
+                hot[np.repeat(np.arange(frame.height), lengths), cols] = 1.0
                 self.labels[head.name] = hot
             else:
                 self.labels[head.name] = frame[head.column].fill_null(-100).to_numpy().astype(np.int64)
@@ -204,7 +208,19 @@ class SequenceStore:
         in_train = position < np.repeat(self.train_end, self.n)
         # training interactions per item (index 0 = padding), the popularity every model is compared with
         self.item_popularity = np.bincount(self.items[in_train], minlength=self.n_items + 1).astype(np.int64)
-        self.item_genres = _item_genres(prepared)
+
+    def _labels_are_item_genres(self, lengths: np.ndarray, cols: np.ndarray) -> bool:
+        """Whether every interaction's multi-label classes (sorted lists) are its item's genres, so that
+        they need no (interactions x G) array of their own (500 MB for Beauty's 637 attributes)."""
+        if self.item_genres is None:
+            return False
+        item_rows, item_cols = np.nonzero(self.item_genres)  # sorted by item, then class
+        item_lengths = np.bincount(item_rows, minlength=len(self.item_genres))
+        if not np.array_equal(lengths, item_lengths[self.items]):
+            return False
+        starts = np.repeat(np.r_[0, np.cumsum(item_lengths)[:-1]][self.items], lengths)
+        within = np.arange(len(cols)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return bool(np.array_equal(cols, item_cols[starts + within]))
 
     @property
     def genre_classes(self) -> list[str]:
@@ -254,7 +270,11 @@ class SequenceStore:
         intent_targets: dict[str, torch.Tensor] = {}
         intent_mask: dict[str, torch.Tensor] = {}
         for head in self.heads:
-            label = self.labels[head.name][tsafe]
+            if head.name in self.item_labels:
+                assert self.item_genres is not None
+                label = self.item_genres[self.items[tsafe]]
+            else:
+                label = self.labels[head.name][tsafe]
             if head.multi_label:
                 known = target_valid & (label.sum(axis=-1) > 0)
                 label = label * target_valid[..., None]
