@@ -80,6 +80,14 @@ PUBLISHED: dict[str, list[tuple[str, float, float, str]]] = {
 }
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it), so that two benchmark
+    processes sharing the results folder never read a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def config_digest(data: str, model: str) -> str:
     """The first 16 hex digits of the SHA-256 of the settings of the frozen config a run is trained from
     (its parsed TOML, so that editing a comment does not supersede finished runs)."""
@@ -131,7 +139,7 @@ def write_record(data: str, model: str, seed: int, env: dict[str, str], threads:
     record = {"data": data, "model": model, "seed": seed, "config_sha256": digest, "machine": info,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary}  # fmt: skip
     RECORDS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    replace_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def seen_excluded(run: Path, env: dict[str, str]) -> dict[str, Any] | None:
@@ -251,7 +259,7 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         "results": table,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(record, indent=2) + "\n")
+    replace_text(RESULTS / "accuracy.json", json.dumps(record, indent=2) + "\n")
     lines = [
         "# Accuracy: every model on every data set",
         "",
@@ -305,7 +313,7 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                 for head, metrics in per_head.items():
                     for metric, value in metrics.items():
                         lines.append(f"| {model} | {head} | {metric} | {value:.4f} |")
-    (RESULTS / "accuracy.md").write_text("\n".join(lines) + "\n")
+    replace_text(RESULTS / "accuracy.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:
