@@ -286,10 +286,10 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
             lines.append(f"| *published: {name}* | | {hr:.4f} | {ndcg:.4f} | | | | *{source}* |"
                          + (published if excluded else ""))  # fmt: skip
         if excluded:
-            lines += ["", "The last two columns never rank the user's earlier items, as S3-Rec's full-sort evaluation "
-                      "does, which every published row on these files uses (S3-Rec and its forks FMLP-Rec, BSARec and "
-                      "WEARec; transformer_benchmark replicates it): the published rows are repeated there, like for "
-                      "like."]  # fmt: skip
+            lines += ["", "The last two columns never rank the user's earlier items, as S3-Rec's full-sort "
+                      "evaluation does, which every published row on these files uses (S3-Rec, and BSARec's and "
+                      "WEARec's trainers, which zero the user's training items; transformer_benchmark replicates "
+                      "S3-Rec's numbers): the published rows are repeated there, like for like."]  # fmt: skip
         carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
         if carried:
             lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "

@@ -65,9 +65,9 @@ def standing(accuracy: dict[str, Any] | None) -> list[str]:
         row = next((p for p in published.get(data, []) if p[0] == label), None)
         if row is None:
             continue
-        # every published row on the S3-Rec files comes from S3-Rec's full-sort evaluation or a fork of it
-        # (FMLP-Rec, BSARec, WEARec; transformer_benchmark replicates it), which never ranks the user's
-        # earlier items: compare like for like
+        # every published row on the S3-Rec files comes from an evaluation that never ranks the user's earlier
+        # items (S3-Rec's full sort; BSARec's and WEARec's trainers zero the training items; transformer_benchmark
+        # replicates S3-Rec's numbers): compare like for like
         excluded = data in S3REC_FILES
         mine = ours(accuracy, data, model, excluded)
         target = ("within 10%" if kind == "within10" else "at or above") + (", seen excluded" if excluded else "")
