@@ -102,18 +102,25 @@ def accuracy_plot(accuracy: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = [d for d, models in accuracy["results"].items() if models]
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
-    for ax, data in zip(axes[0], sets, strict=True):
+    columns = min(3, len(sets))
+    rows = -(-len(sets) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(sets) :]:
+        ax.axis("off")
+    for ax, data in zip(axes.flat, sets, strict=False):
         models = accuracy["results"][data]
         names = list(models)
-        means = [models[m]["test_ndcg@10"]["mean"] for m in names]
-        stds = [models[m]["test_ndcg@10"]["std"] for m in names]
+        # on the S3-Rec files the published lines never rank earlier items: plot ours scored the same way
+        excluded = data in S3REC_FILES and all("test_excluded_ndcg@10" in models[m] for m in names)
+        key = "test_excluded_ndcg@10" if excluded else "test_ndcg@10"
+        means = [models[m][key]["mean"] for m in names]
+        stds = [models[m][key]["std"] for m in names]
         colours = ["tab:orange" if m.startswith("intentrec") else "tab:blue" for m in names]
         ax.barh(names, means, xerr=stds, color=colours)
         for label, _hr, ndcg, _source in accuracy["published"].get(data, []):
             ax.axvline(ndcg, color="grey", linestyle="--", linewidth=1)
             ax.text(ndcg, len(names) - 0.5, f" {label}", rotation=90, fontsize=7, va="top", color="grey")
-        ax.set(title=f"{data}: test NDCG@10 (mean ± std over seeds)", xlabel="NDCG@10")
+        ax.set(title=f"{data}: test NDCG@10" + (", seen excluded" if excluded else ""), xlabel="NDCG@10 (mean ± std)")
         ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
