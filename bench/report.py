@@ -1,6 +1,7 @@
 """Build bench/results/README.md: where we stand against the published numbers, then the plots.
 
-Reads the committed results (accuracy.json, speed.json, scaling.json, serve.json, whichever exist),
+Reads the committed results (accuracy.json, speed.json, scaling.json, serve.json, breakdown.json,
+whichever exist),
 draws accuracy.png and speed.png, and writes the summary. Run it after any benchmark:
 
     python bench/report.py
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from breakdown import slice_table
 from speed_models import RESULTS
 
 # Which of our models answers which published row, and the target it is held to.
@@ -195,6 +197,17 @@ def main() -> None:
         accuracy_plot(accuracy, RESULTS / "accuracy.png")
         lines += ["## Accuracy per model and data set", "", "Details: [accuracy.md](accuracy.md).", "",
                   "![accuracy](accuracy.png)", ""]  # fmt: skip
+    breakdown = load("breakdown")
+    if breakdown:
+        lines += ["## Where the accuracy comes from", "",
+                  "Test NDCG@10 per tertile of the targets by the true item's training interactions, each model "
+                  "against SASRec-CE on the same slice. The activity slices: [breakdown.md](breakdown.md).",
+                  ""]  # fmt: skip
+        for data, block in breakdown["results"].items():
+            protocol = "seen items excluded" if block["exclude_seen"] else "seen items kept"
+            lines += [f"**{data}** (seed {block['seed']}, {protocol}):", "",
+                      *slice_table(block["models"], "item_popularity"), ""]  # fmt: skip
+        lines += ["![breakdown](breakdown.png)", ""]
     if scaling:
         g = scaling["growth"]
         lines += ["## Scaling", "", f"Training time per epoch grows as items^{g['epoch_vs_items']:.2f} from "

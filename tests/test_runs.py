@@ -61,9 +61,13 @@ def test_evaluate_json(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert sum(slices[k]["targets"] for k in ("light", "medium", "heavy")) == targets
     weighted = sum(slices[k]["hr@10"] * slices[k]["targets"] for k in slices if slices[k]["targets"])
     assert weighted / targets == pytest.approx(result["hr@10"])
+    slices = result["by_item_popularity"]
+    assert sum(slices[k]["targets"] for k in ("tail", "torso", "head")) == targets
+    weighted = sum(slices[k]["ndcg@10"] * slices[k]["targets"] for k in slices if slices[k]["targets"])
+    assert weighted / targets == pytest.approx(result["ndcg@10"])
     assert main(["evaluate", str(run_dir), "--split", "valid"]) == 0
     text = capsys.readouterr().out
-    assert "ndcg@10" in text and "heavy" in text and "intent genre auc" in text
+    assert "ndcg@10" in text and "heavy" in text and "tail" in text and "intent genre auc" in text
 
 
 def test_recommend(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

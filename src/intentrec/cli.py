@@ -201,9 +201,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.run_dir}: {args.split} split, full ranking over {run.store.n_items:,} items, "
           f"seen items {'excluded' if exclude or run.config.eval.exclude_seen else 'kept'}")  # fmt: skip
-    _print_metrics({"all": result, **result["by_activity"]})
+    _print_metrics({"all": result, **result["by_activity"], **result["by_item_popularity"]})
     cuts = ", ".join(f"{k} {v}" for k, v in result["activity_cuts"].items())
-    print(f"activity slices by training interactions: {cuts}")
+    print(f"activity slices by the user's training interactions: {cuts}")
+    cuts = ", ".join(f"{k} {v}" for k, v in result["item_popularity_cuts"].items())
+    print(f"popularity slices by the true item's training interactions: {cuts}")
     return 0
 
 

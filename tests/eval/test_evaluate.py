@@ -55,6 +55,19 @@ def test_activity_slices_by_hand() -> None:
     assert light["hr@1"] == heavy["hr@1"] == 0.0
 
 
+def test_popularity_slices_by_hand() -> None:
+    s = store()
+    result = evaluate(Popularity(s.item_popularity), s, "test", k=1)
+    # test targets 4, 5, 2 have 0, 0 and 2 training interactions: tertile cuts 0 and 0.667, so the
+    # targets of users 1 and 2 are tail and user 3's is head
+    assert result["item_popularity_cuts"] == {"tail": "<= 0", "torso": "<= 0.666667", "head": "> 0.666667"}
+    tail, torso, head = (result["by_item_popularity"][k] for k in ("tail", "torso", "head"))
+    assert (tail["targets"], torso["targets"], head["targets"]) == (2, 0, 1)
+    assert tail["mrr"] == pytest.approx(1 / 4)
+    assert head["mrr"] == pytest.approx(1 / 2)
+    assert head["hr@5"] == tail["hr@5"] == 1.0
+
+
 def test_validation_split_and_excluding_seen_items() -> None:
     s = store()
     m = Popularity(s.item_popularity)

@@ -5,7 +5,9 @@ target, the rank of the true item, the top-K list and the intent predictions. `e
 them: HR@K, NDCG@K and MRR; per intent head accuracy and macro-F1 (single-label) or AUC and recall@k
 (multi-label genre); catalogue coverage, intra-list genre entropy and popularity percentile of the
 top-K lists; and all of it again per user-activity slice (light, medium, heavy: tertiles of the
-users' training lengths).
+users' training lengths) and per target-popularity slice (tail, torso, head: tertiles, over the
+targets, of the true item's training interactions), which shows whether a model's gain comes from
+rarely seen items or from popular ones.
 
 Protocol defaults: items the user has already seen stay rankable (``exclude_seen=False``), as in the
 published leave-one-out tables of S3-Rec, RecBole and RePlay; pass ``exclude_seen=True`` for the
@@ -34,9 +36,10 @@ from intentrec.eval.metrics import (
 )
 from intentrec.models.base import SequentialModel
 
-__all__ = ["ACTIVITY_SLICES", "Predictions", "evaluate", "predict", "summarise"]
+__all__ = ["ACTIVITY_SLICES", "POPULARITY_SLICES", "Predictions", "evaluate", "predict", "summarise"]
 
 ACTIVITY_SLICES = ("light", "medium", "heavy")
+POPULARITY_SLICES = ("tail", "torso", "head")
 GENRE_RECALL_K = 3
 
 
@@ -157,6 +160,14 @@ def activity_slices(store: SequenceStore, rows: np.ndarray) -> tuple[np.ndarray,
     return np.searchsorted(cuts, lengths, side="left"), cuts
 
 
+def popularity_slices(store: SequenceStore, targets: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Slice (0 tail, 1 torso, 2 head) of each target by its true item's training interactions, cut at
+    the tertiles over the targets, so each slice holds about a third of them (ties permitting)."""
+    counts = store.item_popularity[store.items[targets]]
+    cuts = [float(c) for c in np.quantile(counts, [1 / 3, 2 / 3])] if len(counts) else [0.0, 0.0]
+    return np.searchsorted(cuts, counts, side="left"), cuts
+
+
 def evaluate(
     model: SequentialModel,
     store: SequenceStore,
@@ -166,7 +177,8 @@ def evaluate(
     exclude_seen: bool = False,
     k: int = 10,
 ) -> dict[str, Any]:
-    """Every metric on ``split``, overall and per user-activity slice (``by_activity``)."""
+    """Every metric on ``split``, overall, per user-activity slice (``by_activity``) and per
+    target-popularity slice (``by_item_popularity``)."""
     p = predict(model, store, split, batch_size=batch_size, exclude_seen=exclude_seen, k=k)
     everything = torch.ones(len(p.ranks), dtype=torch.bool)
     result = summarise(model, store, p, everything)
@@ -174,5 +186,10 @@ def evaluate(
     result["activity_cuts"] = {"light": f"<= {cuts[0]:g}", "medium": f"<= {cuts[1]:g}", "heavy": f"> {cuts[1]:g}"}
     result["by_activity"] = {
         name: summarise(model, store, p, torch.from_numpy(groups == g)) for g, name in enumerate(ACTIVITY_SLICES)
+    }
+    groups, cuts = popularity_slices(store, p.targets)
+    result["item_popularity_cuts"] = {"tail": f"<= {cuts[0]:g}", "torso": f"<= {cuts[1]:g}", "head": f"> {cuts[1]:g}"}
+    result["by_item_popularity"] = {
+        name: summarise(model, store, p, torch.from_numpy(groups == g)) for g, name in enumerate(POPULARITY_SLICES)
     }
     return result
