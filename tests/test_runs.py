@@ -124,6 +124,8 @@ def test_a_trained_run_is_not_overwritten(run_dir: Path, tmp_path: Path, capsys:
         ("gru4rec", []),
         ("bert4rec", []),
         ("intentrec", ["model.variant='V1'"]),
+        ("intentrec", ["model.variant='V3'", "model.repeat=true"]),
+        ("sasrec", ["model.repeat=true"]),
     ],
 )
 def test_every_model_kind_trains_in_the_same_harness(tmp_path: Path, kind: str, extra: list[str]) -> None:
@@ -133,3 +135,27 @@ def test_every_model_kind_trains_in_the_same_harness(tmp_path: Path, kind: str, 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0.0 <= summary["test"]["ndcg@10"] <= summary["test"]["hr@10"] <= 1.0
     assert (summary["test"]["intents"] != {}) == (kind == "intentrec")
+
+
+def test_a_repeat_model_scores_the_history_with_its_gate(tmp_path: Path) -> None:
+    """With model.repeat the history items share the gate's probability; evaluation, recommend and the
+    seen-excluded protocol all rank with the mixture's log-probabilities."""
+    import torch
+
+    config = write(tmp_path / "tiny.toml", TINY)
+    overrides = ["--set", "model.variant='V0'", "--set", "model.repeat=true", "--set", "train.epochs=1"]
+    assert main(["train", "--config", str(config), *overrides, "--out", str(tmp_path / "run")]) == 0
+    run = load_run(tmp_path / "run")
+    kept, excluded = run.evaluate("test", exclude_seen=False), run.evaluate("test", exclude_seen=True)
+    assert excluded["hr@10"] >= kept["hr@10"] - 1e-9  # dropping rankable items never lowers a rank
+    row = run.user_row("7")
+    batch = run.store.history(row, run.model.max_len)
+    with torch.no_grad():
+        output = run.model(batch)
+        scores = run.model.next_item_scores(batch, output)[0]
+        gate = torch.sigmoid(run.model.repeat_gate(output.hidden[0, -1])).item()
+    history = sorted(set(batch.items[0][batch.mask[0]].tolist()))
+    assert scores[history].exp().sum().item() == pytest.approx(gate, rel=1e-4)
+    top = run.recommend("7", 5, exclude_seen=False)["items"]
+    assert [x["score"] for x in top] == sorted((x["score"] for x in top), reverse=True)
+    assert top[0]["score"] == pytest.approx(float(scores.max()), rel=1e-5)

@@ -108,6 +108,9 @@ class ModelConfig:
     # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled)
     init: Literal["scaled", "small"] = "scaled"
     output_genres: bool = False  # intentrec: items scored with their genre embedding added to the id embedding
+    # intentrec, sasrec: the continue/discover mixture (`intentrec.models.intentrec`): a gate predicts whether
+    # the next item is one already in the history, and a pointer over the history scores which one
+    repeat: bool = False
 
     def __post_init__(self) -> None:
         for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len"):
@@ -121,6 +124,10 @@ class ModelConfig:
             raise ConfigError(f"model.init must be scaled or small, got {self.init!r}")
         if self.init != "scaled" and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.init applies to intentrec and sasrec, not {self.kind}")
+        if self.repeat and self.kind not in ("intentrec", "sasrec"):
+            raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
+        if self.repeat and self.item_loss != "ce":
+            raise ConfigError('model.repeat needs model.item_loss = "ce" (the mixture is a full softmax)')
 
 
 @dataclass(frozen=True)

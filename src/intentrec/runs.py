@@ -59,7 +59,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
     if config.kind == "sasrec":
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
-                      ffn_mult=config.ffn_mult, init=config.init)  # fmt: skip
+                      ffn_mult=config.ffn_mult, init=config.init, repeat=config.repeat)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
                             max_len=config.max_len, item_loss=config.item_loss)  # fmt: skip
@@ -97,6 +97,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         use_time_gaps=config.use_time_gaps,
         item_loss=config.item_loss,
         output_genres=config.output_genres,
+        repeat=config.repeat,
     )
     genres = torch.from_numpy(store.item_genres) if intent.use_genres and store.item_genres is not None else None
     return IntentRec(intent, item_genres=genres)
@@ -235,7 +236,7 @@ class Run:
         self.model.eval()
         batch = self.store.history(row, self.model.max_len).to(self.model.device)
         output = self.model(batch)
-        scores = self.model.item_logits(output.hidden[:, -1])[0]  # (I + 1,)
+        scores = self.model.next_item_scores(batch, output)[0]  # (I + 1,)
         if exclude:
             seen = self.store.items[self.store.offsets[row] : self.store.offsets[row] + self.store.n[row]]
             scores[torch.from_numpy(seen)] = float("-inf")

@@ -78,7 +78,7 @@ def predict(
     for batch in store.eval_batches(split, batch_size, model.max_len, order=order):
         batch = batch.to(device)
         output = model(batch)
-        item_scores = model.item_logits(output.hidden[:, -1])  # (B, I + 1)
+        item_scores = model.next_item_scores(batch, output)  # (B, I + 1)
         exclude = None
         if exclude_seen:
             exclude = torch.zeros_like(item_scores, dtype=torch.bool)

@@ -51,6 +51,11 @@ class SequentialModel(nn.Module, ABC):
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., I + 1) scores over the whole catalogue; index 0 (padding) is -inf."""
 
+    def next_item_scores(self, batch: Batch, output: ModelOutput) -> torch.Tensor:
+        """(B, I + 1) scores of the item after each row's last interaction, for ranking; index 0 is -inf.
+        Models whose scores depend on the history itself (IntentRec's ``repeat``) override it."""
+        return self.item_logits(output.hidden[:, -1])
+
     @abstractmethod
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of ``output`` on ``batch`` and its named parts."""

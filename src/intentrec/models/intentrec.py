@@ -12,6 +12,19 @@ Multi-Task Learning", arXiv 2408.05353 (Netflix; shipped as FM-Intent). See ../s
     logits     = H_k @ item_embeddings^T                 over the whole catalogue (tied weights)
     loss       = sum_k d_k CE(item_{k+1}) / N + lambda * sum_i weight_i * L_intent_i
 
+With ``repeat`` (ours; the continue/discover intent made explicit in the scores, for logs where users
+come back to items, as Taobao's views, carts and purchases do), the next item comes from a mixture:
+
+    g_k        = sigmoid(FC_gate(H_k))                   P(the next item is one already in the history)
+    P_rep(i)   = sum_{j <= k, item_j = i} softmax_j(FC_q(H_k) . e_{item_j} + r[k - j])   pointer over history
+    P_new(i)   = softmax over the items not in the history of H_k @ item_embeddings^T
+    P(i)       = g_k P_rep(i) for items in the history, (1 - g_k) P_new(i) for the others
+
+trained by the log-likelihood of the observed branch (repeat or new, known from the data): the gate by
+binary cross-entropy, the pointer on repeated targets, the catalogue softmax on new ones (its
+normaliser runs over the whole catalogue in training, and over the new items when scoring). Items are
+ranked by log P(i), so a model that learns users never come back ranks history items last.
+
 Variants (``variant``): V0 no intents (the next-item encoder alone); V1 flat multi-task (one encoder,
 auxiliary intent heads on it, no hierarchy); V2 hierarchical; V3 hierarchical with the short-term window.
 
@@ -37,7 +50,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from intentrec.data.batching import GAP_BUCKETS, Batch
-from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
+from intentrec.models.base import (
+    HeadSpec,
+    ModelOutput,
+    SequentialModel,
+    linear_cross_entropy,
+    next_item_loss,
+    scores_over_catalogue,
+)
 from intentrec.models.layers import INITS, CausalTransformer, FeatureEmbedder, causal_mask, small_init, window_mask
 
 __all__ = ["IntentRec", "IntentRecConfig"]
@@ -67,6 +87,7 @@ class IntentRecConfig:
     # score items with their genre embedding added to the id embedding, as the input does: items share
     # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
     output_genres: bool = False
+    repeat: bool = False  # the continue/discover mixture above
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -75,6 +96,8 @@ class IntentRecConfig:
             raise ValueError(f"item_loss must be ce or bce, got {self.item_loss!r}")
         if self.variant not in ("V0", "V1", "V2", "V3"):
             raise ValueError(f"variant must be V0, V1, V2 or V3, got {self.variant!r}")
+        if self.repeat and self.item_loss != "ce":
+            raise ValueError("repeat needs item_loss='ce': the mixture is a full softmax")
         if self.variant != "V0" and not self.heads:
             raise ValueError(f"variant {self.variant} needs at least one intent head; the data set has none enabled")
 
@@ -109,6 +132,10 @@ class IntentRec(SequentialModel):
         if c.variant != "V1":
             self.next_in = nn.Sequential(nn.Linear(width, c.d), nn.LayerNorm(c.d))
             self.next_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
+        if c.repeat:
+            self.repeat_gate = nn.Linear(c.d, 1)  # logit of g_k
+            self.repeat_query = nn.Linear(c.d, c.d)  # the pointer's query from H_k
+            self.repeat_recency = nn.Embedding(c.max_len, 1)  # r[k - j], by how many interactions ago
         if c.init == "small":
             small_init(self)
         self._scoring: tuple[tuple[int, ...], torch.Tensor] | None = None  # (parameter versions, table)
@@ -162,10 +189,63 @@ class IntentRec(SequentialModel):
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return scores_over_catalogue(hidden, self.item_embeddings)
 
+    def _pointer(self, hidden: torch.Tensor, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+        """log softmax_j of the pointer's scores over the history positions j <= k, for the hidden
+        states (B, Q, D) at query positions ``positions`` (Q,): (B, Q, L), -inf where j > k or padding."""
+        items = batch.items  # (B, L)
+        keys = self.item_embeddings[items]  # (B, L, D)
+        scores = torch.einsum("bqd,bld->bql", self.repeat_query(hidden), keys)  # (B, Q, L)
+        distance = positions[:, None] - torch.arange(items.shape[1], device=items.device)[None, :]  # (Q, L)
+        scores = scores + self.repeat_recency(distance.clamp(0, self.config.max_len - 1)).squeeze(-1)
+        allowed = (distance >= 0)[None] & batch.mask[:, None, :]  # (B, Q, L)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        empty = ~allowed.any(-1, keepdim=True)  # query positions with no history (padding): no NaN
+        return scores.masked_fill(empty, 0.0).log_softmax(-1).masked_fill(~allowed, float("-inf"))
+
+    def next_item_scores(self, batch: Batch, output: ModelOutput) -> torch.Tensor:
+        """log P(i) of the next item after each row's last interaction (the mixture with ``repeat``)."""
+        hidden = output.hidden[:, -1]  # (B, D)
+        logits = self.item_logits(hidden)  # (B, I + 1)
+        if not self.config.repeat:
+            return logits
+        items = batch.items * batch.mask  # (B, L), 0 where padding
+        seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, items, True)
+        seen[:, 0] = False
+        new = logits.masked_fill(seen, float("-inf"))
+        new = new - new.logsumexp(-1, keepdim=True).clamp(min=-1e30)  # log P_new over the unseen items
+        last = torch.tensor([batch.items.shape[1] - 1], device=items.device)
+        pointer = self._pointer(hidden[:, None], batch, last)[:, 0].exp()  # (B, L)
+        repeat = torch.zeros_like(logits).scatter_add_(1, items, pointer)  # (B, I + 1) P_rep
+        gate = self.repeat_gate(hidden)  # (B, 1)
+        scores = torch.where(seen, F.logsigmoid(gate) + repeat.log(), F.logsigmoid(-gate) + new)
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def _mixture_loss(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Engagement-weighted -log P(target) of the continue/discover mixture, per target."""
+        has_target = batch.target_items > 0  # (B, L)
+        target, weights = batch.target_items, batch.target_weights
+        length = batch.items.shape[1]
+        positions = torch.arange(length, device=target.device)
+        pointer = self._pointer(hidden, batch, positions)  # (B, L, L)
+        same = (batch.items[:, None, :] == target[:, :, None]) & pointer.isfinite()  # (B, L, L)
+        repeated = same.any(-1) & has_target  # (B, L): the target is in the history so far
+        new = has_target & ~repeated
+        item_terms = linear_cross_entropy(hidden[new], self.item_embeddings, target[new], weights[new])
+        pointer_terms = -(pointer.masked_fill(~same, float("-inf")).logsumexp(-1)[repeated] * weights[repeated]).sum()
+        gate = self.repeat_gate(hidden).squeeze(-1)  # (B, L)
+        gate_terms = F.binary_cross_entropy_with_logits(
+            gate[has_target], repeated[has_target].to(gate.dtype), weight=weights[has_target], reduction="sum"
+        )
+        return (item_terms + pointer_terms + gate_terms) / has_target.sum().clamp(min=1)
+
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         """Engagement-weighted item cross-entropy at every position with a target, plus the intent losses."""
         c = self.config
-        item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss)
+        if c.repeat:
+            item_loss = self._mixture_loss(output.hidden, batch)
+        else:
+            item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss)
         parts = {"item": item_loss.item()}
         total = item_loss
         weights = dict(c.head_weights)

@@ -27,6 +27,7 @@ def sasrec(
     item_loss: Literal["ce", "bce"] = "ce",
     ffn_mult: int = 4,
     init: Literal["scaled", "small"] = "scaled",
+    repeat: bool = False,
 ) -> IntentRec:
     config = IntentRecConfig(
         n_items=n_items,
@@ -41,5 +42,6 @@ def sasrec(
         use_time_gaps=False,
         item_loss=item_loss,
         init=init,
+        repeat=repeat,
     )
     return IntentRec(config)

@@ -229,7 +229,7 @@ class ModelVersion:
         run, model = self.run, self.run.model
         batch = batch_of_histories(histories, model.max_len).to(model.device)
         output = model(batch, last_only=True) if isinstance(model, IntentRec) else model(batch)
-        scores = model.item_logits(output.hidden[:, -1]).float().cpu().numpy()
+        scores = model.next_item_scores(batch, output).float().cpu().numpy()
         out = []
         for row in range(len(histories)):
             intents, weights = run.intent_summary(output, row=row)
