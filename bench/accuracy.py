@@ -157,6 +157,26 @@ def seen_excluded(run: Path, env: dict[str, str]) -> dict[str, Any] | None:
     return loaded
 
 
+def rescore_seen(env: dict[str, str]) -> None:
+    """Score every recorded S3-Rec-file run whose folder is here again with the user's earlier items
+    excluded (the evaluation once excluded only the last max_len of them); the record keeps its
+    training facts and says when it was re-scored."""
+    for path in sorted(RECORDS.glob("*.json")):
+        record = json.loads(path.read_text())
+        run = RUNS / f"{record['data']}-{record['model']}-s{record['seed']}"
+        if record["data"] not in S3REC or not (run / "best.pt").exists():
+            continue
+        (run / "test_seen_excluded.json").unlink(missing_ok=True)
+        excluded = seen_excluded(run, env)
+        if excluded is None:
+            continue
+        before = record["summary"].get("test_seen_excluded", {}).get("ndcg@10")
+        record["summary"]["test_seen_excluded"] = excluded
+        record["seen_excluded_scored"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        replace_text(path, json.dumps(record, indent=1) + "\n")
+        print(f"  {path.stem}: NDCG@10 seen excluded {before} -> {excluded['ndcg@10']:.4f}", flush=True)
+
+
 def true_intents(run: Path) -> dict[str, Any]:
     """Intent heads of a synthetic-world run against the generator's true session intents on the test
     targets (`intentrec.quickstart.ground_truth_intent_accuracy`; computed once, {} without heads)."""
@@ -293,7 +313,9 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
         if carried:
             lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "
-                      "were kept (`bench/results/accuracy_runs/`), with the configs of that date."]  # fmt: skip
+                      "were kept (`bench/results/accuracy_runs/`), with the configs of that date"
+                      + (" (seen items then excluded only among the last max_len the model reads)" if data in S3REC
+                         else "") + "."]  # fmt: skip
         truth = {m: e["true_intents"] for m, e in models.items() if e.get("true_intents")}
         if truth:
             lines += ["", "Intent heads against the generator's true session intents (test targets; mean over seeds). "
@@ -324,11 +346,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the tables from the records")
+    parser.add_argument("--rescore-seen", action="store_true",
+                        help="re-score the recorded S3-Rec-file runs found in bench/runs with every earlier item "
+                             "excluded, then rebuild the tables")  # fmt: skip
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("INTENTREC_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
-    if not args.report_only:
+    if args.rescore_seen:
+        rescore_seen(env)
+    elif not args.report_only:
         RUNS.mkdir(parents=True, exist_ok=True)
         queue = [(d, m, s) for d in args.data for m in args.models for s in args.seeds]
         threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))

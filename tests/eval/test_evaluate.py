@@ -10,7 +10,7 @@ import pytest
 from intentrec.data.batching import SequenceStore
 from intentrec.data.schema import make_dataset
 from intentrec.data.sequences import build_sequences
-from intentrec.eval.evaluate import evaluate
+from intentrec.eval.evaluate import earlier_items, evaluate
 from intentrec.models import Popularity
 
 #   user 1: 1 2 3 | valid 1 | test 4      training counts: item 1: 2, item 2: 2, item 3: 3, items 4, 5: 0
@@ -77,6 +77,20 @@ def test_validation_split_and_excluding_seen_items() -> None:
     # target 1 ranks first; user 2 loses 3 (target 2 ties with 1: first); user 3's target 3 was already first
     excluded = evaluate(m, s, "valid", exclude_seen=True)
     assert excluded["hr@1"] == 1.0
+
+
+def test_excluding_seen_items_drops_the_whole_history_not_only_what_the_model_reads() -> None:
+    s = store()
+    m = Popularity(s.item_popularity)  # reads one interaction (max_len 1)
+    assert earlier_items(s, s.targets("test"), s.n_items + 1).tolist() == [
+        [True, True, True, True, False, False],  # user 1 saw 1 2 3 1 before its test item
+        [True, False, True, True, False, False],  # user 2: 2 3 2
+        [True, True, False, True, False, False],  # user 3: 3 1 3
+    ]
+    # test targets 4, 5, 2 among the unseen items by popularity (ties in the target's favour):
+    # user 1: 4 ties with 5, rank 1; user 2: 5 behind item 1, rank 2; user 3: 2 first, rank 1
+    result = evaluate(m, s, "test", exclude_seen=True)
+    assert result["mrr"] == pytest.approx((1 + 1 / 2 + 1) / 3)
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "intentrec", "gru4rec", "bert4rec"])

@@ -56,6 +56,22 @@ class Predictions:
     intent_known: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N,) label known
 
 
+def earlier_items(store: SequenceStore, targets: np.ndarray, n_columns: int) -> torch.Tensor:
+    """(N, n_columns) True at every item each target's user engaged with before it, and at padding."""
+    rows = np.searchsorted(store.offsets, targets, side="right") - 1
+    lengths = targets - store.offsets[rows]
+    which = np.repeat(np.arange(len(targets)), lengths)
+    flat = (
+        np.arange(lengths.sum())
+        - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        + np.repeat(store.offsets[rows], lengths)
+    )
+    mask = torch.zeros(len(targets), n_columns, dtype=torch.bool)
+    mask[torch.from_numpy(which), torch.from_numpy(store.items[flat])] = True
+    mask[:, 0] = True
+    return mask
+
+
 @torch.no_grad()
 def predict(
     model: SequentialModel,
@@ -75,15 +91,18 @@ def predict(
     known: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
     # shortest histories first, so each batch is only as wide as its rows need; undone below
     order = store.length_order(split, model.max_len)
-    for batch in store.eval_batches(split, batch_size, model.max_len, order=order):
+    ordered = store.targets(split)[order]
+    for start, batch in zip(
+        range(0, len(ordered), batch_size),
+        store.eval_batches(split, batch_size, model.max_len, order=order),
+        strict=True,
+    ):
         batch = batch.to(device)
         output = model(batch)
         item_scores = model.next_item_scores(batch, output)  # (B, I + 1)
         exclude = None
-        if exclude_seen:
-            exclude = torch.zeros_like(item_scores, dtype=torch.bool)
-            exclude.scatter_(1, batch.items, True)
-            exclude[:, 0] = True
+        if exclude_seen:  # every earlier item of the user, not only the max_len the model reads
+            exclude = earlier_items(store, ordered[start : start + batch_size], item_scores.shape[1]).to(device)
         ranks.append(rank_of_target(item_scores, batch.target_items[:, -1], exclude).cpu())
         if exclude is not None:
             item_scores = item_scores.masked_fill(exclude, float("-inf"))
