@@ -120,6 +120,7 @@ def test_a_trained_run_is_not_overwritten(run_dir: Path, tmp_path: Path, capsys:
     ("kind", "extra"),
     [
         ("popularity", []),
+        ("recent", []),
         ("sasrec", ["model.item_loss='bce'"]),
         ("gru4rec", []),
         ("bert4rec", []),

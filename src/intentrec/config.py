@@ -49,7 +49,7 @@ __all__ = [
     "write_config",
 ]
 
-ModelKind = Literal["intentrec", "sasrec", "bert4rec", "gru4rec", "popularity"]
+ModelKind = Literal["intentrec", "sasrec", "bert4rec", "gru4rec", "popularity", "recent"]
 
 
 class ConfigError(ValueError):

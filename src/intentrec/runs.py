@@ -37,6 +37,7 @@ from intentrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from intentrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
 from intentrec.models.popularity import Popularity
+from intentrec.models.recent import Recent
 from intentrec.models.sasrec import sasrec
 from intentrec.train.loop import BEST, load_checkpoint, train
 
@@ -56,6 +57,8 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
     """The model named by ``config.kind``, sized for the data in ``store``."""
     if config.kind == "popularity":
         return Popularity(store.item_popularity)
+    if config.kind == "recent":
+        return Recent(store.item_popularity, max_len=config.max_len)
     if config.kind == "sasrec":
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,

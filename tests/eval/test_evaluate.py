@@ -11,7 +11,7 @@ from intentrec.data.batching import SequenceStore
 from intentrec.data.schema import make_dataset
 from intentrec.data.sequences import build_sequences
 from intentrec.eval.evaluate import earlier_items, evaluate
-from intentrec.models import Popularity
+from intentrec.models import Popularity, Recent
 
 #   user 1: 1 2 3 | valid 1 | test 4      training counts: item 1: 2, item 2: 2, item 3: 3, items 4, 5: 0
 #   user 2: 2 3   | valid 2 | test 5      popularity order: 3 > 1 = 2 > 4 = 5
@@ -41,6 +41,27 @@ def test_popularity_on_the_test_split_by_hand() -> None:
     assert result["coverage@1"] == pytest.approx(1 / 5)
     assert result["popularity_percentile@1"] == pytest.approx(90.0)
     assert result["intents"] == {}
+
+
+def test_recently_viewed_by_hand() -> None:
+    s = store()
+    m = Recent(s.item_popularity, max_len=50)
+    # valid: user 1 saw 1 2 3, so 3, 2, 1 lead: target 1 ranks 3; user 2 (2 3): 3, 2: rank 2; user 3 (3 1): rank 2
+    assert evaluate(m, s, "valid")["mrr"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3)
+    # test: user 1 (1 2 3 1): 1, 3, 2, then 4 ties with 5: rank 4; user 2 (2 3 2): 2, 3, then 1 (popular), then
+    # 5 ties with 4: rank 4; user 3 (3 1 3): 3, 1, then 2, the most popular unseen item: rank 3
+    result = evaluate(m, s, "test", k=3)
+    assert result["mrr"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 3) / 3)
+    assert result["hr@1"] == 0.0 and result["hr@5"] == 1.0
+    # with seen items excluded only the popularity order is left
+    assert evaluate(m, s, "test", exclude_seen=True)["mrr"] == pytest.approx(
+        evaluate(Popularity(s.item_popularity), s, "test", exclude_seen=True)["mrr"]
+    )
+    # a window of one interaction keeps only the last item ahead of the popular ones
+    short = Recent(s.item_popularity, max_len=1)
+    # user 1: 1, then 3 (3 interactions), 2 (2), then 4: rank 4; user 2: 2, 3, 1, 5: rank 4; user 3: 3, then
+    # 2 ties with 1 (2 interactions each): rank 2
+    assert evaluate(short, s, "test")["mrr"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 2) / 3)
 
 
 def test_activity_slices_by_hand() -> None:

@@ -1,11 +1,12 @@
 """Sequence models behind one interface (`SequentialModel`): IntentRec (V0-V3), SASRec, BERT4Rec,
-GRU4Rec and the popularity baseline."""
+GRU4Rec and the popularity and recently-viewed baselines."""
 
 from intentrec.models.base import HeadSpec, ModelOutput, SequentialModel
 from intentrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from intentrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
 from intentrec.models.popularity import Popularity
+from intentrec.models.recent import Recent
 from intentrec.models.sasrec import sasrec
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "IntentRecConfig",
     "ModelOutput",
     "Popularity",
+    "Recent",
     "SequentialModel",
     "sasrec",
 ]
