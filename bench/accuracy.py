@@ -3,8 +3,10 @@
 Each (data set, model, seed) trains with ``intentrec train --config configs/<data>/<model>.toml
 --set train.seed=<seed>`` into ``bench/runs/`` (ignored by git) and is skipped when its
 ``summary.json`` already exists, so an interrupted benchmark resumes where it stopped (``--resume``
-picks up a half-trained run from its checkpoint). ``--jobs N`` trains N runs at once, each with
-cores / N threads.
+picks up a half-trained run from its checkpoint). A finished run folder trained from another version of
+its frozen config (``frozen_config.sha256`` in the folder says which) is set aside as
+``<name>.superseded-<time>`` and trained again, never recorded as the new one. ``--jobs N`` trains N
+runs at once, each with cores / N threads.
 
 Every finished run leaves a record, ``bench/results/accuracy_runs/<data>-<model>-s<seed>.json`` (its
 summary: validation and test metrics, the best epoch, the digest of the config it ran), which is
@@ -99,9 +101,23 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int)
     """Train one run (unless finished) and write its record; False if training failed."""
     config = CONFIGS / data / f"{model}.toml"
     out = RUNS / f"{data}-{model}-s{seed}"
+    stamp = out / "frozen_config.sha256"  # the digest of the frozen config the run was trained from
+    digest = config_digest(data, model)
+    record = RECORDS / f"{data}-{model}-s{seed}.json"
+    finished = (out / "summary.json").exists()
+    recorded = record.exists() and json.loads(record.read_text()).get("config_sha256") == digest
+    if finished and not stamp.exists() and recorded:  # recorded before stamps were kept
+        stamp.write_text(digest + "\n")
+    if finished and (not stamp.exists() or stamp.read_text().strip() != digest):
+        # trained from another config (or before stamps were kept): set aside, never recorded as this one
+        aside = out.with_name(f"{out.name}.superseded-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+        out.rename(aside)
+        print(f"  {out.name}: trained from another config; moved to {aside.name}", flush=True)
     if (out / "summary.json").exists():
         write_record(data, model, seed, env)
         return True
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
     resume = ["--resume"] if (out / "config.toml").exists() else []
     command = [sys.executable, "-m", "intentrec.cli", "train", "--config", str(config),
                "--set", f"train.seed={seed}", "--out", str(out), *resume]  # fmt: skip
