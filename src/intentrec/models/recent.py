@@ -13,29 +13,20 @@ import numpy as np
 import torch
 
 from intentrec.data.batching import Batch
-from intentrec.models.base import ModelOutput, SequentialModel
+from intentrec.models.base import ModelOutput
+from intentrec.models.popularity import Popularity
 
 __all__ = ["Recent"]
 
 
-class Recent(SequentialModel):
-    counts: torch.Tensor  # (I + 1,) training interactions per item, scaled into [0, 1); -inf for padding
+class Recent(Popularity):
+    """Popularity, after the distinct items of the last ``max_len`` interactions, latest first."""
 
     def __init__(self, item_popularity: np.ndarray, max_len: int = 50) -> None:
-        super().__init__()
+        super().__init__(item_popularity)
         self.max_len = max_len
-        counts = torch.as_tensor(item_popularity, dtype=torch.float32).clone()  # (I + 1,)
-        counts = counts / (counts.max() + 1)  # below 1: any seen item outranks every unseen one
-        counts[0] = float("-inf")
-        self.register_buffer("counts", counts)
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        B, L = batch.items.shape
-        return ModelOutput(torch.zeros(B, L, 1, device=batch.items.device))
-
-    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Popularity alone (the order after the history items)."""
-        return self.counts.expand(*hidden.shape[:-1], -1).clone()  # (..., I + 1)
+        with torch.no_grad():  # below 1: any item of the history outranks every other one
+            self.counts[1:] /= self.counts[1:].max() + 1
 
     def next_item_scores(self, batch: Batch, output: ModelOutput) -> torch.Tensor:
         scores = self.item_logits(output.hidden[:, -1])  # (B, I + 1)
@@ -45,6 +36,3 @@ class Recent(SequentialModel):
         bonus = torch.zeros_like(scores).scatter_reduce_(1, batch.items, recency, reduce="amax")
         bonus[:, 0] = 0.0
         return scores + bonus
-
-    def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
-        raise TypeError("the recently-viewed baseline has nothing to train")
