@@ -841,3 +841,35 @@ def test_one_failing_history_does_not_fail_the_others_in_its_batch(
     for user, body in zip(users, bodies, strict=True):
         bad = len(version.live.base(version.user_rows[user])) == poisoned
         assert body["source"] == ("fallback" if bad else "model"), user
+
+
+def test_a_repeat_model_is_served_with_its_mixture_scores(tmp_path: Path) -> None:
+    """A model trained with the continue/discover mixture serves through the last-position pass: up next
+    ranks by the mixture's log-probabilities, never repeats the history, and matches `recommend`."""
+    import torch
+
+    from intentrec.runs import load_run
+
+    config = write(tmp_path / "small.toml", SMALL)
+    overrides = ["--set", "model.repeat=true", "--set", "train.epochs=1"]
+    assert main(["train", "--config", str(config), *overrides, "--out", str(tmp_path / "run")]) == 0
+    run = load_run(tmp_path / "run")
+    user = users_of(tmp_path / "run")[7]
+    with client(tmp_path / "run", tmp_path / "e.db") as c:
+        nxt = c.get(f"/v1/users/{user}/next", params={"k": 5}).json()
+        home = c.get(f"/v1/users/{user}/home", params={"explore": 0})
+    assert nxt["source"] == "model" and len(nxt["items"]) == 5 and home.status_code == 200
+    scores = [i["score"] for i in nxt["items"]]
+    assert scores == sorted(scores, reverse=True) and all(math.isfinite(s) and s < 0 for s in scores)
+    row = run.user_row(user)
+    history = set(run.prepared.items.filter(
+        pl.col("item_idx").is_in(run.store.items[run.store.offsets[row] : run.store.offsets[row] + run.store.n[row]])
+    )["item"].to_list())  # fmt: skip
+    assert not history & {i["item"] for i in nxt["items"]}
+    with torch.no_grad():  # the full pass scores as the served last-position pass does
+        batch = run.store.history(row, run.model.max_len)
+        best = run.model.next_item_scores(batch, run.model(batch))[0]
+        best[
+            torch.from_numpy(run.store.items[run.store.offsets[row] : run.store.offsets[row] + run.store.n[row]])
+        ] = -1e9
+    assert max(scores) == pytest.approx(float(best.max()), abs=1e-4)
