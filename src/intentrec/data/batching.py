@@ -29,7 +29,7 @@ import torch
 
 from intentrec.data.sequences import Prepared
 
-__all__ = ["Batch", "SequenceStore", "gap_bucket", "length_groups"]
+__all__ = ["Batch", "SequenceStore", "flat_ranges", "gap_bucket", "length_groups"]
 
 Split = Literal["train", "valid", "test"]
 GAP_BUCKETS = 16  # bucketed log2 time gaps; 0 = padding, 1 = first interaction / no timestamps
@@ -42,6 +42,12 @@ def gap_bucket(gaps: np.ndarray) -> np.ndarray:
     minutes = np.maximum(gaps[known], 0) / 60.0
     out[known] = 2 + np.minimum(np.floor(np.log2(1.0 + minutes)), GAP_BUCKETS - 3).astype(np.int64)
     return out
+
+
+def flat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(start, start + count)`` for each pair, without a Python loop."""
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + within
 
 
 @dataclass
@@ -233,10 +239,7 @@ class SequenceStore:
             raise ValueError("training uses every position; targets() is for valid and test")
         start = self.train_end if split == "valid" else self.valid_end
         end = self.valid_end if split == "valid" else self.n
-        counts = end - start
-        base = np.repeat(self.offsets + start, counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return base + within
+        return flat_ranges(self.offsets + start, end - start)
 
     def train_users(self) -> np.ndarray:
         """Row numbers (into `users`) of users with at least two training interactions."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from intentrec.data.batching import SequenceStore, Split
+from intentrec.data.batching import SequenceStore, Split, flat_ranges
 from intentrec.eval.metrics import (
     KS,
     catalogue_coverage,
@@ -61,11 +61,7 @@ def earlier_items(store: SequenceStore, targets: np.ndarray, n_columns: int) -> 
     rows = np.searchsorted(store.offsets, targets, side="right") - 1
     lengths = targets - store.offsets[rows]
     which = np.repeat(np.arange(len(targets)), lengths)
-    flat = (
-        np.arange(lengths.sum())
-        - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        + np.repeat(store.offsets[rows], lengths)
-    )
+    flat = flat_ranges(store.offsets[rows], lengths)
     mask = torch.zeros(len(targets), n_columns, dtype=torch.bool)
     mask[torch.from_numpy(which), torch.from_numpy(store.items[flat])] = True
     mask[:, 0] = True
@@ -170,21 +166,10 @@ def summarise(model: SequentialModel, store: SequenceStore, p: Predictions, sel:
     return result
 
 
-def activity_slices(store: SequenceStore, rows: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Slice (0 light, 1 medium, 2 heavy) of each target's user by training length, cut at the tertiles
-    over the distinct users evaluated."""
-    lengths = store.train_end[rows]
-    users = np.unique(rows)
-    cuts = [float(c) for c in np.quantile(store.train_end[users], [1 / 3, 2 / 3])] if len(users) else [0.0, 0.0]
-    return np.searchsorted(cuts, lengths, side="left"), cuts
-
-
-def popularity_slices(store: SequenceStore, targets: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Slice (0 tail, 1 torso, 2 head) of each target by its true item's training interactions, cut at
-    the tertiles over the targets, so each slice holds about a third of them (ties permitting)."""
-    counts = store.item_popularity[store.items[targets]]
-    cuts = [float(c) for c in np.quantile(counts, [1 / 3, 2 / 3])] if len(counts) else [0.0, 0.0]
-    return np.searchsorted(cuts, counts, side="left"), cuts
+def tertiles(values: np.ndarray, over: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Slice (0, 1, 2) of each of ``values``, cut at the tertiles of ``over`` (ties go to the lower slice)."""
+    cuts = [float(c) for c in np.quantile(over, [1 / 3, 2 / 3])] if len(over) else [0.0, 0.0]
+    return np.searchsorted(cuts, values, side="left"), cuts
 
 
 def evaluate(
@@ -196,19 +181,22 @@ def evaluate(
     exclude_seen: bool = False,
     k: int = 10,
 ) -> dict[str, Any]:
-    """Every metric on ``split``, overall, per user-activity slice (``by_activity``) and per
-    target-popularity slice (``by_item_popularity``)."""
+    """Every metric on ``split``, overall, per user-activity slice (``by_activity``: the user's training
+    length, cut at the tertiles over the distinct users evaluated) and per target-popularity slice
+    (``by_item_popularity``: the true item's training interactions, cut at the tertiles over the
+    targets, so each holds about a third of them)."""
     p = predict(model, store, split, batch_size=batch_size, exclude_seen=exclude_seen, k=k)
     everything = torch.ones(len(p.ranks), dtype=torch.bool)
     result = summarise(model, store, p, everything)
-    groups, cuts = activity_slices(store, p.rows)
-    result["activity_cuts"] = {"light": f"<= {cuts[0]:g}", "medium": f"<= {cuts[1]:g}", "heavy": f"> {cuts[1]:g}"}
-    result["by_activity"] = {
-        name: summarise(model, store, p, torch.from_numpy(groups == g)) for g, name in enumerate(ACTIVITY_SLICES)
+    popularity = store.item_popularity[store.items[p.targets]]
+    slicings = {
+        "activity": (ACTIVITY_SLICES, store.train_end[p.rows], store.train_end[np.unique(p.rows)]),
+        "item_popularity": (POPULARITY_SLICES, popularity, popularity),
     }
-    groups, cuts = popularity_slices(store, p.targets)
-    result["item_popularity_cuts"] = {"tail": f"<= {cuts[0]:g}", "torso": f"<= {cuts[1]:g}", "head": f"> {cuts[1]:g}"}
-    result["by_item_popularity"] = {
-        name: summarise(model, store, p, torch.from_numpy(groups == g)) for g, name in enumerate(POPULARITY_SLICES)
-    }
+    for kind, (names, values, over) in slicings.items():
+        groups, cuts = tertiles(values, over)
+        result[f"{kind}_cuts"] = {names[0]: f"<= {cuts[0]:g}", names[1]: f"<= {cuts[1]:g}", names[2]: f"> {cuts[1]:g}"}
+        result[f"by_{kind}"] = {
+            name: summarise(model, store, p, torch.from_numpy(groups == g)) for g, name in enumerate(names)
+        }
     return result

@@ -208,12 +208,12 @@ class IntentRec(SequentialModel):
         logits = self.item_logits(hidden)  # (B, I + 1)
         if not self.config.repeat:
             return logits
-        items = batch.items * batch.mask  # (B, L), 0 where padding
+        items = batch.items  # (B, L), 0 where padding
         seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, items, True)
         seen[:, 0] = False
         new = logits.masked_fill(seen, float("-inf"))
         new = new - new.logsumexp(-1, keepdim=True).clamp(min=-1e30)  # log P_new over the unseen items
-        last = torch.tensor([batch.items.shape[1] - 1], device=items.device)
+        last = torch.tensor([items.shape[1] - 1], device=items.device)
         pointer = self._pointer(hidden[:, None], batch, last)[:, 0].exp()  # (B, L)
         repeat = torch.zeros_like(logits).scatter_add_(1, items, pointer)  # (B, I + 1) P_rep
         gate = self.repeat_gate(hidden)  # (B, 1)
