@@ -85,7 +85,7 @@ PUBLISHED: dict[str, list[tuple[str, float, float, str]]] = {
 def replace_text(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all (a temporary file renamed over it), so that two benchmark
     processes sharing the results folder never read a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -133,10 +133,18 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int)
     return True
 
 
+RECORD_LOCK = threading.Lock()  # a worker recording its run and the report recording finished runs
+
+
 def write_record(data: str, model: str, seed: int, env: dict[str, str], threads: int | None = None) -> None:
     """The committed record of a finished run: its summary, scored the S3-Rec way too where that applies,
     and, on the synthetic world, its intent heads against the true intents. Kept if already written for
-    this config."""
+    this config. One record is written at a time, so a run is never scored twice at once."""
+    with RECORD_LOCK:
+        _write_record(data, model, seed, env, threads)
+
+
+def _write_record(data: str, model: str, seed: int, env: dict[str, str], threads: int | None) -> None:
     path = RECORDS / f"{data}-{model}-s{seed}.json"
     digest = config_digest(data, model)
     if path.exists() and json.loads(path.read_text()).get("config_sha256") == digest:

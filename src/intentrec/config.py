@@ -111,6 +111,8 @@ class ModelConfig:
     # intentrec, sasrec: the continue/discover mixture (`intentrec.models.intentrec`): a gate predicts whether
     # the next item is one already in the history, and a pointer over the history scores which one
     repeat: bool = False
+    # intentrec: the pointer's keys from each interaction's features (event type, fields, time gap) too
+    repeat_features: bool = False
 
     def __post_init__(self) -> None:
         for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len"):
@@ -128,6 +130,10 @@ class ModelConfig:
             raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.item_loss != "ce":
             raise ConfigError('model.repeat needs model.item_loss = "ce" (the mixture is a full softmax)')
+        if self.repeat_features and not self.repeat:
+            raise ConfigError("model.repeat_features needs model.repeat = true (it changes the pointer's keys)")
+        if self.repeat_features and self.kind != "intentrec":
+            raise ConfigError(f"model.repeat_features applies to intentrec (sasrec has no features), not {self.kind}")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         item_loss=config.item_loss,
         output_genres=config.output_genres,
         repeat=config.repeat,
+        repeat_features=config.repeat_features,
     )
     genres = torch.from_numpy(store.item_genres) if intent.use_genres and store.item_genres is not None else None
     return IntentRec(intent, item_genres=genres)

@@ -59,11 +59,14 @@ def test_the_loss_is_the_likelihood_of_the_observed_branch() -> None:
     assert parts["item"] == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_the_pointer_never_looks_ahead_and_padding_changes_nothing() -> None:
-    m = model("V3", repeat=True)
+@pytest.mark.parametrize("features", [False, True])
+def test_the_pointer_never_looks_ahead_and_padding_changes_nothing(features: bool) -> None:
+    m = model("V3", repeat=True, repeat_features=features)
     batch = make_batch(seed=1)
     with torch.no_grad():
-        pointer = m._pointer(m(batch).hidden, batch, torch.arange(L))  # (B, L, L)
+        output = m(batch)
+        assert (output.history_keys is not None) == features
+        pointer = m._pointer(output.hidden, batch, torch.arange(L), output.history_keys)  # (B, L, L)
     later = torch.ones(L, L, dtype=torch.bool).triu(1)
     assert torch.isneginf(pointer[:, later]).all()
     real = batch.mask
@@ -115,8 +118,36 @@ def test_it_learns_to_come_back() -> None:
     assert math.exp(float(scores[0, expected[0]])) > 0.9
 
 
+def test_it_comes_back_to_what_the_interaction_says() -> None:
+    """Histories of distinct items in random order, one of them bought (event code 2, the others
+    viewed, code 1); the next item is the bought one. With the interaction's features in the pointer's
+    keys the mixture points at it, wherever it is in the history."""
+    torch.manual_seed(0)
+    m = model("V0", repeat=True, repeat_features=True, use_genres=False).train()
+    batch = make_batch(seed=6)
+    g = torch.Generator().manual_seed(6)
+    batch.mask[:] = True
+    batch.items = torch.stack([torch.randperm(I, generator=g)[:L] + 1 for _ in range(B)])
+    bought = torch.randint(0, L - 1, (B,), generator=g)  # never the last position, so recency cannot tell
+    batch.categorical[..., 0] = 1
+    batch.categorical[torch.arange(B), bought, 0] = 2
+    batch.target_items.zero_()
+    batch.target_items[:, -1] = batch.items[torch.arange(B), bought]
+    batch.target_weights = (batch.target_items > 0).float()
+    optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimiser.zero_grad()
+        loss, _ = m.loss(batch, m(batch))
+        loss.backward()
+        optimiser.step()
+    m.eval()
+    with torch.no_grad():
+        scores = m.next_item_scores(batch, m(batch))
+    assert (rank_of_target(scores, batch.target_items[:, -1]) == 1).all()
+
+
 def test_every_parameter_gets_a_finite_gradient() -> None:
-    m = model("V3", dropout=0.1, repeat=True).train()
+    m = model("V3", dropout=0.1, repeat=True, repeat_features=True).train()
     batch = make_batch()
     batch.target_items[:, -1] = batch.items[:, -2]  # at least one repeated target per row
     loss, _ = m.loss(batch, m(batch))
@@ -125,6 +156,7 @@ def test_every_parameter_gets_a_finite_gradient() -> None:
         assert p.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
     assert m.repeat_query.weight.grad is not None and m.repeat_query.weight.grad.abs().sum() > 0
+    assert m.repeat_key.weight.grad is not None and m.repeat_key.weight.grad.abs().sum() > 0
 
 
 def test_config_errors() -> None:
@@ -134,3 +166,9 @@ def test_config_errors() -> None:
         ModelConfig(kind="gru4rec", repeat=True)
     with pytest.raises(ConfigError, match=r'model\.repeat needs model\.item_loss = "ce"'):
         ModelConfig(kind="sasrec", item_loss="bce", repeat=True)
+    with pytest.raises(ValueError, match="repeat_features needs repeat"):
+        IntentRecConfig(n_items=5, variant="V0", repeat_features=True)
+    with pytest.raises(ConfigError, match=r"model\.repeat_features needs model\.repeat = true"):
+        ModelConfig(kind="intentrec", repeat_features=True)
+    with pytest.raises(ConfigError, match=r"model\.repeat_features applies to intentrec"):
+        ModelConfig(kind="sasrec", repeat=True, repeat_features=True)

@@ -34,6 +34,7 @@ class ModelOutput:
     intent_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (B, L, K_f)
     intent_weights: torch.Tensor | None = None  # (B, L, n_heads) w, the per-head attention
     intent_embedding: torch.Tensor | None = None  # (B, L, D) Z_k, the attention-weighted intent embedding
+    history_keys: torch.Tensor | None = None  # (B, L, D) the repeat pointer's keys, with repeat_features
 
 
 class SequentialModel(nn.Module, ABC):

@@ -20,6 +20,10 @@ come back to items, as Taobao's views, carts and purchases do), the next item co
     P_new(i)   = softmax over the items not in the history of H_k @ item_embeddings^T
     P(i)       = g_k P_rep(i) for items in the history, (1 - g_k) P_new(i) for the others
 
+With ``repeat_features`` the pointer's keys are e_{item_j} + FC_key(F_j): the interaction's own features
+(its event type and other fields, time gap, genres, position), so that what a user did with an item
+(viewed it, carted it, bought it) and when can decide whether they come back to it.
+
 trained by the log-likelihood of the observed branch (repeat or new, known from the data): the gate by
 binary cross-entropy, the pointer on repeated targets, the catalogue softmax on new ones (its
 normaliser runs over the whole catalogue in training, and over the new items when scoring). Items are
@@ -88,6 +92,7 @@ class IntentRecConfig:
     # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
     output_genres: bool = False
     repeat: bool = False  # the continue/discover mixture above
+    repeat_features: bool = False  # the pointer's keys from the interaction's features too (needs repeat)
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -98,6 +103,8 @@ class IntentRecConfig:
             raise ValueError(f"variant must be V0, V1, V2 or V3, got {self.variant!r}")
         if self.repeat and self.item_loss != "ce":
             raise ValueError("repeat needs item_loss='ce': the mixture is a full softmax")
+        if self.repeat_features and not self.repeat:
+            raise ValueError("repeat_features needs repeat: it changes the pointer's keys")
         if self.variant != "V0" and not self.heads:
             raise ValueError(f"variant {self.variant} needs at least one intent head; the data set has none enabled")
 
@@ -136,6 +143,8 @@ class IntentRec(SequentialModel):
             self.repeat_gate = nn.Linear(c.d, 1)  # logit of g_k
             self.repeat_query = nn.Linear(c.d, c.d)  # the pointer's query from H_k
             self.repeat_recency = nn.Embedding(c.max_len, 1)  # r[k - j], by how many interactions ago
+        if c.repeat_features:
+            self.repeat_key = nn.Linear(c.d, c.d)  # FC_key: the interaction's features into the pointer's keys
         if c.init == "small":
             small_init(self)
         self._scoring: tuple[tuple[int, ...], torch.Tensor] | None = None  # (parameter versions, table)
@@ -162,6 +171,7 @@ class IntentRec(SequentialModel):
         mask = batch.mask  # (B, L)
         gaps = batch.time_gaps if c.use_time_gaps else batch.time_gaps.clamp(max=1)  # 1 = "unknown gap"
         features = self.embed(batch.items, batch.categorical, gaps, mask)  # (B, L, D)
+        keys = self.item_embeddings[batch.items] + self.repeat_key(features) if c.repeat_features else None
         allowed = causal_mask(mask)  # (B, L, L)
         parts = [features]
         if self.windowed:
@@ -170,11 +180,11 @@ class IntentRec(SequentialModel):
         if c.variant == "V0":
             joined = parts[0] if len(parts) == 1 else torch.cat(parts, -1)  # (B, L, D * parts)
             hidden = self.next_encoder(self.next_in(joined), allowed, last_only)  # (B, L, D)
-            return ModelOutput(hidden)
+            return ModelOutput(hidden, history_keys=keys)
         encoded = self.intent_encoder(self.intent_in(torch.cat(parts, -1)), allowed)  # (B, L, D)
         logits = {name: head(encoded) for name, head in self.intent_heads.items()}  # head -> (B, L, K_f)
         if c.variant == "V1":
-            return ModelOutput(encoded, logits)
+            return ModelOutput(encoded, logits, history_keys=keys)
         projected = []
         for h in c.heads:
             p = torch.softmax(logits[h.name], -1)  # (B, L, K_f)
@@ -184,16 +194,19 @@ class IntentRec(SequentialModel):
         intent = (weights[..., None] * stacked).sum(dim=2)  # (B, L, D) Z_k
         joined = torch.cat([*parts, intent], -1)  # (B, L, D * (parts + 1))
         hidden = self.next_encoder(self.next_in(joined), allowed, last_only)  # (B, L, D); (B, 1, D) last_only
-        return ModelOutput(hidden, logits, weights, intent)
+        return ModelOutput(hidden, logits, weights, intent, keys)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return scores_over_catalogue(hidden, self.item_embeddings)
 
-    def _pointer(self, hidden: torch.Tensor, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+    def _pointer(
+        self, hidden: torch.Tensor, batch: Batch, positions: torch.Tensor, keys: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log softmax_j of the pointer's scores over the history positions j <= k, for the hidden
-        states (B, Q, D) at query positions ``positions`` (Q,): (B, Q, L), -inf where j > k or padding."""
+        states (B, Q, D) at query positions ``positions`` (Q,): (B, Q, L), -inf where j > k or padding.
+        ``keys`` (B, L, D): the history's keys (`ModelOutput.history_keys`); the item embeddings if None."""
         items = batch.items  # (B, L)
-        keys = self.item_embeddings[items]  # (B, L, D)
+        keys = self.item_embeddings[items] if keys is None else keys  # (B, L, D)
         scores = torch.einsum("bqd,bld->bql", self.repeat_query(hidden), keys)  # (B, Q, L)
         distance = positions[:, None] - torch.arange(items.shape[1], device=items.device)[None, :]  # (Q, L)
         scores = scores + self.repeat_recency(distance.clamp(0, self.config.max_len - 1)).squeeze(-1)
@@ -214,20 +227,21 @@ class IntentRec(SequentialModel):
         new = logits.masked_fill(seen, float("-inf"))
         new = new - new.logsumexp(-1, keepdim=True).clamp(min=-1e30)  # log P_new over the unseen items
         last = torch.tensor([items.shape[1] - 1], device=items.device)
-        pointer = self._pointer(hidden[:, None], batch, last)[:, 0].exp()  # (B, L)
+        pointer = self._pointer(hidden[:, None], batch, last, output.history_keys)[:, 0].exp()  # (B, L)
         repeat = torch.zeros_like(logits).scatter_add_(1, items, pointer)  # (B, I + 1) P_rep
         gate = self.repeat_gate(hidden)  # (B, 1)
         scores = torch.where(seen, F.logsigmoid(gate) + repeat.log(), F.logsigmoid(-gate) + new)
         scores[:, 0] = float("-inf")
         return scores
 
-    def _mixture_loss(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def _mixture_loss(self, output: ModelOutput, batch: Batch) -> torch.Tensor:
         """Engagement-weighted -log P(target) of the continue/discover mixture, per target."""
+        hidden = output.hidden  # (B, L, D)
         has_target = batch.target_items > 0  # (B, L)
         target, weights = batch.target_items, batch.target_weights
         length = batch.items.shape[1]
         positions = torch.arange(length, device=target.device)
-        pointer = self._pointer(hidden, batch, positions)  # (B, L, L)
+        pointer = self._pointer(hidden, batch, positions, output.history_keys)  # (B, L, L)
         same = (batch.items[:, None, :] == target[:, :, None]) & pointer.isfinite()  # (B, L, L)
         repeated = same.any(-1) & has_target  # (B, L): the target is in the history so far
         new = has_target & ~repeated
@@ -243,7 +257,7 @@ class IntentRec(SequentialModel):
         """Engagement-weighted item cross-entropy at every position with a target, plus the intent losses."""
         c = self.config
         if c.repeat:
-            item_loss = self._mixture_loss(output.hidden, batch)
+            item_loss = self._mixture_loss(output, batch)
         else:
             item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss)
         parts = {"item": item_loss.item()}
