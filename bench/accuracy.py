@@ -260,6 +260,8 @@ def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dic
     accuracy.json is carried over and says so."""
     for run in sorted(RUNS.glob("*-s*")) if RUNS.exists() else []:
         name, _, seed = run.name.rpartition("-s")
+        if not seed.isdigit():  # a run set aside (<name>.superseded-<time>) or not a run
+            continue
         data = next((d for d in data_sets if name.startswith(f"{d}-")), None)
         if data and (run / "summary.json").exists() and name[len(data) + 1 :] in models:
             write_record(data, name[len(data) + 1 :], int(seed), env)
