@@ -103,11 +103,7 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int)
     out = RUNS / f"{data}-{model}-s{seed}"
     stamp = out / "frozen_config.sha256"  # the digest of the frozen config the run was trained from
     digest = config_digest(data, model)
-    record = RECORDS / f"{data}-{model}-s{seed}.json"
     finished = (out / "summary.json").exists()
-    recorded = record.exists() and json.loads(record.read_text()).get("config_sha256") == digest
-    if finished and not stamp.exists() and recorded:  # recorded before stamps were kept
-        stamp.write_text(digest + "\n")
     if finished and (not stamp.exists() or stamp.read_text().strip() != digest):
         # trained from another config (or before stamps were kept): set aside, never recorded as this one
         aside = out.with_name(f"{out.name}.superseded-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
@@ -133,6 +129,12 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int)
     return True
 
 
+def same_run(recorded: dict[str, Any], summary: dict[str, Any]) -> bool:
+    """Whether a record's summary is that of the run whose summary is ``summary`` (and not of an
+    earlier run of the same name)."""
+    return all(recorded.get(key) == summary.get(key) for key in ("best_epoch", "train_seconds", "valid"))
+
+
 RECORD_LOCK = threading.Lock()  # a worker recording its run and the report recording finished runs
 
 
@@ -147,10 +149,15 @@ def write_record(data: str, model: str, seed: int, env: dict[str, str], threads:
 def _write_record(data: str, model: str, seed: int, env: dict[str, str], threads: int | None) -> None:
     path = RECORDS / f"{data}-{model}-s{seed}.json"
     digest = config_digest(data, model)
-    if path.exists() and json.loads(path.read_text()).get("config_sha256") == digest:
-        return
     run = RUNS / f"{data}-{model}-s{seed}"
+    stamp = run / "frozen_config.sha256"
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        return  # trained from another config: never recorded as this one (run_one sets it aside)
     summary: dict[str, Any] = json.loads((run / "summary.json").read_text())
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded.get("config_sha256") == digest and same_run(recorded["summary"], summary):
+            return
     if data in S3REC:
         excluded = seen_excluded(run, env)
         if excluded is not None:
