@@ -162,9 +162,7 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
     store = SequenceStore(prepared)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, store)
-    started = time.perf_counter()
     best = train(model, store, config.train, run_dir, resume=resume, exclude_seen=config.eval.exclude_seen)
-    train_seconds = time.perf_counter() - started
     run = load_run(run_dir)
     summary = {
         "name": config.name,
@@ -175,7 +173,7 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
         "interactions": prepared.interactions.height,
         "best_epoch": best["best_epoch"],
         "prepare_seconds": prepare_seconds,
-        "train_seconds": train_seconds,
+        "train_seconds": best["train_seconds"],  # every epoch's, a resumed run's earlier ones too
         "valid": run.evaluate("valid"),
         "test": run.evaluate("test"),
     }

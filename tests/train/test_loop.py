@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,13 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = build(s)
     train(straight, s, config, tmp_path / "a")
     interrupted = build(s)
-    train(interrupted, s, TrainConfig(**{**config.__dict__, "stop_after_epochs": 1}), tmp_path / "b")
+    first = train(interrupted, s, TrainConfig(**{**config.__dict__, "stop_after_epochs": 1}), tmp_path / "b")
     resumed = build(s)  # a fresh process would rebuild the model from scratch
-    train(resumed, s, config, tmp_path / "b", resume=True)
+    result = train(resumed, s, config, tmp_path / "b", resume=True)
+    # the resumed run's time counts the epoch trained before the interruption too
+    epochs = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 3 and result["train_seconds"] > first["train_seconds"] > 0
+    assert result["train_seconds"] >= sum(e["train_seconds"] for e in epochs)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
     assert evaluate(straight, s, "test") == evaluate(resumed, s, "test")

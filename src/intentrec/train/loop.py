@@ -122,21 +122,23 @@ def train(
     resume: bool = False,
     exclude_seen: bool = False,
 ) -> dict[str, Any]:
-    """Train ``model`` on the store's training split; returns the best validation NDCG@10 and its epoch.
+    """Train ``model`` on the store's training split; returns the best validation NDCG@10, its epoch and
+    the wall seconds of training and validation over every epoch (a resumed run's earlier ones too).
     Validation follows the run's protocol (``exclude_seen``)."""
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if not model.trainable:  # popularity: nothing to fit, the validation score is the whole story
+        started = time.perf_counter()
         valid = evaluate(model, store, "valid", batch_size=config.eval_batch_size, exclude_seen=exclude_seen)
         save_checkpoint(out / BEST, {"model": model.state_dict(), "epoch": 0, "valid": valid})
         with (out / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps({"epoch": 0, "loss": None, "train_seconds": 0.0, "valid": valid}) + "\n")
-        return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0}
+        return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0, "train_seconds": time.perf_counter() - started}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(store.train_users()) // config.batch_size)
     scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch)
-    start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
+    start_epoch, best, best_epoch, stale, elapsed = 0, -1.0, -1, 0, 0.0
     if resume and (out / CHECKPOINT).exists():
         state = load_checkpoint(out / CHECKPOINT)
         model.load_state_dict(state["model"])
@@ -144,6 +146,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start_epoch, best, best_epoch, stale = state["epoch"] + 1, state["best"], state["best_epoch"], state["stale"]
+        elapsed = state.get("elapsed", 0.0)  # checkpoints written before it was kept: this process's time only
         log.info("resumed at epoch %d", start_epoch)
     else:
         torch.manual_seed(config.seed)
@@ -159,6 +162,7 @@ def train(
         sequences, mean_loss = train_epoch(model, store, optimiser, scheduler, config, epoch, device)
         train_seconds = time.perf_counter() - started
         valid = evaluate(model, store, "valid", batch_size=config.eval_batch_size, exclude_seen=exclude_seen)
+        elapsed += time.perf_counter() - started
         score = float(valid["ndcg@10"])
         improved = score > best
         if improved:
@@ -182,9 +186,10 @@ def train(
                 "best": best,
                 "best_epoch": best_epoch,
                 "stale": stale,
+                "elapsed": elapsed,
                 "model_config": _config_dict(getattr(model, "config", None)),
                 "train_config": asdict(config),
             },
         )
     metrics_log.close()
-    return {"best_valid_ndcg@10": best, "best_epoch": best_epoch}
+    return {"best_valid_ndcg@10": best, "best_epoch": best_epoch, "train_seconds": elapsed}
