@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from intentrec.config import ConfigError, ModelConfig
+from intentrec.data.batching import Batch
 from intentrec.eval.metrics import rank_of_target
-from intentrec.models import IntentRecConfig, sasrec
+from intentrec.models import IntentRec, IntentRecConfig, sasrec
 from tests.models.test_intentrec import B, I, L, make_batch, model
 
 
@@ -89,6 +90,20 @@ def test_the_pointer_never_looks_ahead_and_padding_changes_nothing(features: boo
         torch.testing.assert_close(m.loss(plain, a)[0], m.loss(padded, b)[0])
 
 
+def fit(m: IntentRec, batch: Batch, steps: int, lr: float) -> torch.Tensor:
+    """Train ``m`` on ``batch`` alone with Adam; its next-item scores (B, I + 1) afterwards."""
+    optimiser = torch.optim.Adam(m.parameters(), lr=lr)
+    m.train()
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss, _ = m.loss(batch, m(batch))
+        loss.backward()
+        optimiser.step()
+    m.eval()
+    with torch.no_grad():
+        return m.next_item_scores(batch, m(batch))
+
+
 def test_it_learns_to_come_back() -> None:
     """Each row alternates between two items of its own that the catalogue softmax cannot tell from
     the rest: the mixture learns to point at the item two steps back."""
@@ -102,17 +117,7 @@ def test_it_learns_to_come_back() -> None:
         batch.target_items[row] = torch.tensor([b, a] * L)[:L] * batch.mask[row]
         batch.target_items[row, L - int(batch.mask[row].sum())] = 0  # the first position has no history
     batch.target_weights = (batch.target_items > 0).float()
-    optimiser = torch.optim.Adam(m.parameters(), lr=2e-2)
-    m.train()
-    for _ in range(120):
-        optimiser.zero_grad()
-        loss, _ = m.loss(batch, m(batch))
-        loss.backward()
-        optimiser.step()
-    m.eval()
-    with torch.no_grad():
-        output = m(batch)
-        scores = m.next_item_scores(batch, output)
+    scores = fit(m, batch, steps=120, lr=2e-2)
     expected = batch.items[:, -2]  # the next item after ... a b is a
     assert (rank_of_target(scores, expected) == 1).all()
     assert math.exp(float(scores[0, expected[0]])) > 0.9
@@ -123,7 +128,7 @@ def test_it_comes_back_to_what_the_interaction_says() -> None:
     viewed, code 1); the next item is the bought one. With the interaction's features in the pointer's
     keys the mixture points at it, wherever it is in the history."""
     torch.manual_seed(0)
-    m = model("V0", repeat=True, repeat_features=True, use_genres=False).train()
+    m = model("V0", repeat=True, repeat_features=True, use_genres=False)
     batch = make_batch(seed=6)
     g = torch.Generator().manual_seed(6)
     batch.mask[:] = True
@@ -134,15 +139,7 @@ def test_it_comes_back_to_what_the_interaction_says() -> None:
     batch.target_items.zero_()
     batch.target_items[:, -1] = batch.items[torch.arange(B), bought]
     batch.target_weights = (batch.target_items > 0).float()
-    optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
-    for _ in range(150):
-        optimiser.zero_grad()
-        loss, _ = m.loss(batch, m(batch))
-        loss.backward()
-        optimiser.step()
-    m.eval()
-    with torch.no_grad():
-        scores = m.next_item_scores(batch, m(batch))
+    scores = fit(m, batch, steps=150, lr=1e-2)
     assert (rank_of_target(scores, batch.target_items[:, -1]) == 1).all()
 
 
