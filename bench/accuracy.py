@@ -97,6 +97,12 @@ def config_digest(data: str, model: str) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def trained_from(run: Path, digest: str) -> bool:
+    """Whether ``run`` was trained from the frozen config whose digest is ``digest`` (its stamp says so)."""
+    stamp = run / "frozen_config.sha256"
+    return stamp.exists() and stamp.read_text().strip() == digest
+
+
 def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int) -> bool:
     """Train one run (unless finished) and write its record; False if training failed."""
     config = CONFIGS / data / f"{model}.toml"
@@ -104,7 +110,7 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int)
     stamp = out / "frozen_config.sha256"  # the digest of the frozen config the run was trained from
     digest = config_digest(data, model)
     finished = (out / "summary.json").exists()
-    if finished and (not stamp.exists() or stamp.read_text().strip() != digest):
+    if finished and not trained_from(out, digest):
         # trained from another config (or before stamps were kept): set aside, never recorded as this one
         aside = out.with_name(f"{out.name}.superseded-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
         out.rename(aside)
@@ -150,8 +156,7 @@ def _write_record(data: str, model: str, seed: int, env: dict[str, str], threads
     path = RECORDS / f"{data}-{model}-s{seed}.json"
     digest = config_digest(data, model)
     run = RUNS / f"{data}-{model}-s{seed}"
-    stamp = run / "frozen_config.sha256"
-    if not stamp.exists() or stamp.read_text().strip() != digest:
+    if not trained_from(run, digest):
         return  # trained from another config: never recorded as this one (run_one sets it aside)
     summary: dict[str, Any] = json.loads((run / "summary.json").read_text())
     if path.exists():
