@@ -52,7 +52,7 @@ RESULTS = REPO / "bench" / "results"
 RECORDS = RESULTS / "accuracy_runs"
 DATA_SETS = ("ml-100k", "beauty", "toys", "lastfm", "taobao", "synthetic")
 MODELS = (
-    "popularity", "recent", "gru4rec", "bert4rec", "sasrec-bce", "sasrec-ce", "sasrec-ce-repeat",
+    "popularity", "recent", "gru4rec", "bert4rec", "sasrec-bce", "sasrec-ce", "sasrec-ss", "sasrec-ce-repeat",
     "intentrec-v0", "intentrec-v1", "intentrec-v2", "intentrec-v3",
 )  # fmt: skip
 METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")

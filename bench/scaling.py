@@ -8,7 +8,9 @@ catalogue-dependent part of its cost is the same; its encoders add a constant.
 - Training: seconds per epoch of 1,024 sequences against the catalogue size (1K to 1M items, max
   length 50) and against the maximum length (50 to 200, 10K items), with the share of the step spent
   in the output softmax (forward and gradient of the fused loss, timed on the step's own hidden states).
-  Large catalogues are timed on fewer batches and scaled to the epoch.
+  Against the catalogue, also the same model trained with the sampled softmax (``item_loss="sampled"``,
+  256 uniform negatives per position), whose cost does not grow with the catalogue but for the
+  embedding table's optimiser update. Large catalogues are timed on fewer batches and scaled to the epoch.
 - Inference: per-user recommendation latency at batch 1 (encoder at every position, scores over the
   whole catalogue at the last one, top 10): P50/P95/P99, and batched throughput at batch 256.
 
@@ -38,6 +40,7 @@ BATCH = 128
 DEFAULT_ITEMS = (1_000, 10_000, 100_000, 1_000_000)
 DEFAULT_LENGTHS = (50, 100, 150, 200)
 LENGTH_SWEEP_ITEMS = 10_000
+SAMPLED_NEGATIVES = 256
 
 
 def synthetic_batch(n_items: int, batch: int, max_len: int, generator: torch.Generator) -> Any:
@@ -61,7 +64,8 @@ def synthetic_batch(n_items: int, batch: int, max_len: int, generator: torch.Gen
 
 
 def train_point(n_items: int, max_len: int) -> dict[str, Any]:
-    """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step."""
+    """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step; the same with
+    the sampled softmax."""
     from intentrec.models.base import linear_cross_entropy
     from intentrec.models.sasrec import sasrec
 
@@ -89,6 +93,18 @@ def train_point(n_items: int, max_len: int) -> dict[str, Any]:
             step_seconds.append(elapsed)
             softmax_seconds.append(softmax)
     step = statistics.median(step_seconds)
+    sampled = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
+                     n_negatives=SAMPLED_NEGATIVES)  # fmt: skip
+    optimiser = torch.optim.AdamW(sampled.parameters(), lr=1e-3)
+    sampled_seconds = []
+    for index, batch in enumerate(batches):  # the first batch warms up
+        started = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        loss, _ = sampled.training_loss(batch)
+        loss.backward()
+        optimiser.step()
+        if index:
+            sampled_seconds.append(time.perf_counter() - started)
     return {
         "items": n_items,
         "max_len": max_len,
@@ -96,6 +112,7 @@ def train_point(n_items: int, max_len: int) -> dict[str, Any]:
         "seconds_per_step": step,
         "seconds_per_epoch": step * EPOCH_SEQUENCES / BATCH,
         "softmax_share": min(1.0, statistics.median(softmax_seconds) / step),
+        "sampled_seconds_per_epoch": statistics.median(sampled_seconds) * EPOCH_SEQUENCES / BATCH,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -151,6 +168,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
     xs = [p["items"] for p in items]
     ax.loglog(xs, [p["seconds_per_epoch"] for p in items], "o-", label="whole step")
     ax.loglog(xs, [p["seconds_per_epoch"] * p["softmax_share"] for p in items], "s--", label="output softmax")
+    if all("sampled_seconds_per_epoch" in p for p in items):
+        ax.loglog(xs, [p["sampled_seconds_per_epoch"] for p in items], "^:",
+                  label=f"whole step, sampled softmax ({SAMPLED_NEGATIVES} negatives)")  # fmt: skip
     slope = record["growth"]["epoch_vs_items"]
     ax.set(xlabel="catalogue size (items)", ylabel=f"seconds per epoch of {EPOCH_SEQUENCES:,} sequences",
            title=f"Training vs catalogue (max length 50): ~ items^{slope:.2f}")  # fmt: skip
@@ -187,13 +207,18 @@ def report(record: dict[str, Any]) -> str:
         "",
         f"## Training time against catalogue size (max length 50, epoch = {EPOCH_SEQUENCES:,} sequences)",
         "",
-        "| items | parameters | s/step (batch 128) | s/epoch | output softmax share | batches timed |",
-        "|---|---|---|---|---|---|",
+        "| items | parameters | s/step (batch 128) | s/epoch | output softmax share | "
+        f"s/epoch, sampled softmax ({SAMPLED_NEGATIVES} negatives) | batches timed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for p in record["train_by_items"]:
+        sampled = f"{p['sampled_seconds_per_epoch']:.2f}" if "sampled_seconds_per_epoch" in p else "-"
         lines.append(f"| {p['items']:,} | {p['parameters']:,} | {p['seconds_per_step']:.3f} | "
-                     f"{p['seconds_per_epoch']:.2f} | {p['softmax_share']:.0%} | {p['timed_batches']} |")  # fmt: skip
-    lines += ["", f"Measured growth: time per epoch ~ items^{record['growth']['epoch_vs_items']:.2f} over the range.",
+                     f"{p['seconds_per_epoch']:.2f} | {p['softmax_share']:.0%} | {sampled} | "
+                     f"{p['timed_batches']} |")  # fmt: skip
+    sampled_growth = record["growth"].get("sampled_epoch_vs_items")
+    lines += ["", f"Measured growth: time per epoch ~ items^{record['growth']['epoch_vs_items']:.2f} over the range"
+              + (f"; with the sampled softmax ~ items^{sampled_growth:.2f}." if sampled_growth else "."),
               "", f"## Training time against maximum length ({LENGTH_SWEEP_ITEMS:,} items)", "",
               "| max length | s/step | s/epoch | output softmax share |", "|---|---|---|---|"]  # fmt: skip
     for p in record["train_by_length"]:
@@ -221,7 +246,8 @@ def main() -> None:
         by_items.append(train_point(n_items, 50))
         p = by_items[-1]
         print(f"train {n_items:>9,} items, L 50: {p['seconds_per_epoch']:.2f} s/epoch, "
-              f"softmax {p['softmax_share']:.0%}", flush=True)  # fmt: skip
+              f"softmax {p['softmax_share']:.0%}; sampled softmax {p['sampled_seconds_per_epoch']:.2f} s/epoch",
+              flush=True)  # fmt: skip
     by_length = []
     for max_len in args.lengths:
         by_length.append(train_point(LENGTH_SWEEP_ITEMS, max_len))
@@ -246,6 +272,7 @@ def main() -> None:
         "inference": inference,
         "growth": {
             "epoch_vs_items": growth(by_items, "items", "seconds_per_epoch"),
+            "sampled_epoch_vs_items": growth(by_items, "items", "sampled_seconds_per_epoch"),
             "epoch_vs_length": growth(by_length, "max_len", "seconds_per_epoch"),
         },
     }

@@ -93,7 +93,7 @@ def test_there_is_a_frozen_config_per_data_set_and_model() -> None:
     data_sets = {p.parent.name for p in CONFIGS}
     models = {p.stem for p in CONFIGS}
     assert data_sets == {"ml-100k", "beauty", "toys", "lastfm", "taobao", "synthetic"}
-    assert len(models) == 11 and len(CONFIGS) == len(data_sets) * len(models)
+    assert len(models) == 12 and len(CONFIGS) == len(data_sets) * len(models)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")

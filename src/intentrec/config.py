@@ -96,7 +96,10 @@ class ModelConfig:
     window_blocks: int = 1  # intentrec V3: blocks of the short-term window encoder
     dropout: float = 0.2
     max_len: int = 50  # interactions of history the model reads
-    item_loss: Literal["ce", "bce"] = "ce"  # full softmax, or BCE with one sampled negative
+    # "ce" full softmax, "bce" BCE with one sampled negative, "sampled" softmax over the target and
+    # n_negatives uniform negatives per position (intentrec, sasrec, gru4rec)
+    item_loss: Literal["ce", "bce", "sampled"] = "ce"
+    n_negatives: int = 256
     intent_lambda: float = 0.3  # intentrec: weight of the summed intent losses
     heads: tuple[str, ...] | None = None  # intentrec: intent heads to use (default: every enabled one)
     head_weights: dict[str, float] = field(default_factory=dict)  # intentrec: per-head loss weight (default 1)
@@ -115,7 +118,7 @@ class ModelConfig:
     repeat_features: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len"):
+        for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len", "n_negatives"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:

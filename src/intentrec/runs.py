@@ -62,10 +62,12 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
     if config.kind == "sasrec":
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
-                      ffn_mult=config.ffn_mult, init=config.init, repeat=config.repeat)  # fmt: skip
+                      n_negatives=config.n_negatives, ffn_mult=config.ffn_mult, init=config.init,
+                      repeat=config.repeat)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
-                            max_len=config.max_len, item_loss=config.item_loss)  # fmt: skip
+                            max_len=config.max_len, item_loss=config.item_loss,
+                            n_negatives=config.n_negatives)  # fmt: skip
         return GRU4Rec(gru)
     if config.kind == "bert4rec":
         bert = BERT4RecConfig(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
@@ -99,6 +101,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         use_genres=config.use_genres and store.item_genres is not None,
         use_time_gaps=config.use_time_gaps,
         item_loss=config.item_loss,
+        n_negatives=config.n_negatives,
         output_genres=config.output_genres,
         repeat=config.repeat,
         repeat_features=config.repeat_features,

@@ -11,14 +11,22 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from intentrec.data.batching import Batch
 
-__all__ = ["HeadSpec", "ModelOutput", "SequentialModel", "linear_cross_entropy"]
+__all__ = [
+    "ITEM_LOSSES",
+    "HeadSpec",
+    "ItemLoss",
+    "ModelOutput",
+    "SequentialModel",
+    "linear_cross_entropy",
+    "next_item_loss",
+]
 
 
 @dataclass(frozen=True)
@@ -83,22 +91,51 @@ def scores_over_catalogue(hidden: torch.Tensor, item_embeddings: torch.Tensor) -
     return scores
 
 
-def next_item_loss(hidden: torch.Tensor, batch: Batch, item_embeddings: torch.Tensor, kind: str) -> torch.Tensor:
+ItemLoss = Literal["ce", "bce", "sampled"]
+ITEM_LOSSES: tuple[str, ...] = get_args(ItemLoss)
+# The sampled softmax scores every item when the catalogue is at most this many times the negatives
+# drawn per position: on a CPU, gathering N x K embeddings costs about 100 times a matmul per element.
+# Measured, 1 thread: N 1,100, K 256, D 256, 12,101 items: 0.98 s a step gathered, 0.41 s scoring every
+# item; SASRec d 64 at batch 128 x 50, 20,000 items: a whole step 1.9 s with the full softmax, 2.1 s gathered.
+SCORE_ALL_ITEMS_UP_TO = 100
+
+
+def next_item_loss(
+    hidden: torch.Tensor, batch: Batch, item_embeddings: torch.Tensor, kind: str, n_negatives: int = 256
+) -> torch.Tensor:
     """Engagement-weighted next-item loss over every position with a target: full softmax
-    cross-entropy (``ce``), or binary cross-entropy against one uniform negative (``bce``)."""
+    cross-entropy (``ce``), binary cross-entropy against one uniform negative (``bce``), or softmax
+    cross-entropy over the target and ``n_negatives`` uniform negatives drawn for each position
+    (``sampled``, as RecTools' and transformer_benchmark's sampled softmax; a negative that happens to
+    be the target itself is left out of that position's softmax)."""
     has_target = batch.target_items > 0  # (B, L)
     h = hidden[has_target]  # (N, D)
     target = batch.target_items[has_target]  # (N,)
     weights = batch.target_weights[has_target]
+    n_items = item_embeddings.shape[0] - 1
     if kind == "ce":
         return linear_cross_entropy(h, item_embeddings, target, weights) / has_target.sum().clamp(min=1)
-    else:
-        n_items = item_embeddings.shape[0] - 1
+    if kind == "sampled":
+        negative = torch.randint(1, n_items + 1, (len(target), n_negatives), device=target.device)  # (N, K)
+        if n_items + 1 <= SCORE_ALL_ITEMS_UP_TO * n_negatives:
+            # a small catalogue: one matmul against every item and a gather beat gathering N x K embeddings
+            scores = h @ item_embeddings.T  # (N, I + 1)
+            positive_score, negative_score = scores.gather(1, target[:, None]), scores.gather(1, negative)
+        else:
+            positive_score = (h * item_embeddings[target]).sum(-1, keepdim=True)  # (N, 1)
+            drawn = nn.functional.embedding(negative, item_embeddings)  # (N, K, D)
+            negative_score = torch.bmm(drawn, h[:, :, None]).squeeze(-1)  # (N, K)
+        negative_score = negative_score.masked_fill(negative == target[:, None], float("-inf"))
+        logits = torch.cat([positive_score, negative_score], dim=1)  # (N, 1 + K), the target first
+        terms = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
+    elif kind == "bce":
         negative = torch.randint(1, n_items, target.shape, device=target.device)  # (N,)
         negative = negative + (negative >= target).long()  # uniform over items other than the target
         positive_score = (h * item_embeddings[target]).sum(-1)  # (N,)
         negative_score = (h * item_embeddings[negative]).sum(-1)  # (N,)
         terms = nn.functional.softplus(-positive_score) + nn.functional.softplus(negative_score)  # (N,)
+    else:
+        raise ValueError(f"item loss must be one of {', '.join(ITEM_LOSSES)}, got {kind!r}")
     return (terms * weights).sum() / has_target.sum().clamp(min=1)
 
 

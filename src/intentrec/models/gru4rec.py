@@ -15,14 +15,13 @@ Departures from the paper:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from intentrec.data.batching import Batch
-from intentrec.models.base import ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
+from intentrec.models.base import ItemLoss, ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
 from intentrec.models.layers import Dropout
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
@@ -35,7 +34,8 @@ class GRU4RecConfig:
     n_layers: int = 1  # stacked GRU layers
     dropout: float = 0.2
     max_len: int = 50
-    item_loss: Literal["ce", "bce"] = "ce"
+    item_loss: ItemLoss = "ce"  # see `intentrec.models.base.next_item_loss`
+    n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
 
 
 class GRU4Rec(SequentialModel):
@@ -73,5 +73,7 @@ class GRU4Rec(SequentialModel):
         return scores_over_catalogue(hidden, self.item_embeddings)
 
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = next_item_loss(output.hidden, batch, self.item_embeddings, self.config.item_loss)
+        loss = next_item_loss(
+            output.hidden, batch, self.item_embeddings, self.config.item_loss, self.config.n_negatives
+        )
         return loss, {"item": loss.item(), "total": loss.item()}

@@ -55,7 +55,9 @@ from torch import nn
 
 from intentrec.data.batching import GAP_BUCKETS, Batch
 from intentrec.models.base import (
+    ITEM_LOSSES,
     HeadSpec,
+    ItemLoss,
     ModelOutput,
     SequentialModel,
     linear_cross_entropy,
@@ -86,7 +88,9 @@ class IntentRecConfig:
     head_weights: tuple[tuple[str, float], ...] = ()  # per-head loss weights; 1 when not listed
     use_genres: bool = True  # item genre multi-hot as an input feature
     use_time_gaps: bool = True  # bucketed time gap to the previous interaction as an input feature
-    item_loss: Literal["ce", "bce"] = "ce"  # full softmax, or BCE with one sampled negative (SASRec paper)
+    # full softmax, BCE with one sampled negative (SASRec paper), or softmax over sampled negatives
+    item_loss: ItemLoss = "ce"
+    n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
     init: Literal["scaled", "small"] = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`)
     # score items with their genre embedding added to the id embedding, as the input does: items share
     # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
@@ -97,8 +101,10 @@ class IntentRecConfig:
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.item_loss not in ("ce", "bce"):
-            raise ValueError(f"item_loss must be ce or bce, got {self.item_loss!r}")
+        if self.item_loss not in ITEM_LOSSES:
+            raise ValueError(f"item_loss must be one of {', '.join(ITEM_LOSSES)}, got {self.item_loss!r}")
+        if self.n_negatives < 1:
+            raise ValueError(f"n_negatives must be at least 1, got {self.n_negatives}")
         if self.variant not in ("V0", "V1", "V2", "V3"):
             raise ValueError(f"variant must be V0, V1, V2 or V3, got {self.variant!r}")
         if self.repeat and self.item_loss != "ce":
@@ -259,7 +265,7 @@ class IntentRec(SequentialModel):
         if c.repeat:
             item_loss = self._mixture_loss(output, batch)
         else:
-            item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss)
+            item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss, c.n_negatives)
         parts = {"item": item_loss.item()}
         total = item_loss
         weights = dict(c.head_weights)

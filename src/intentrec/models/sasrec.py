@@ -2,7 +2,9 @@
 
 SASRec is IntentRec's V0 with item ids and positions only: no side fields, genres or time gaps, and
 no intent heads. Trained with full cross-entropy by default, or, as in the paper (and the S3-Rec
-all-rank table), binary cross-entropy with one sampled negative per position (``item_loss="bce"``).
+all-rank table), binary cross-entropy with one sampled negative per position (``item_loss="bce"``), or,
+as RecTools and transformer_benchmark, softmax over the target and ``n_negatives`` uniform negatives per
+position (``item_loss="sampled"``).
 Departures: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU), and a
 feed-forward width of 4 d by default (the paper and RePlay: d; ``ffn_mult=1``).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from intentrec.models.base import ItemLoss
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
 
 __all__ = ["sasrec"]
@@ -24,7 +27,8 @@ def sasrec(
     n_heads: int = 2,
     dropout: float = 0.2,
     max_len: int = 50,
-    item_loss: Literal["ce", "bce"] = "ce",
+    item_loss: ItemLoss = "ce",
+    n_negatives: int = 256,
     ffn_mult: int = 4,
     init: Literal["scaled", "small"] = "scaled",
     repeat: bool = False,
@@ -41,6 +45,7 @@ def sasrec(
         use_genres=False,
         use_time_gaps=False,
         item_loss=item_loss,
+        n_negatives=n_negatives,
         init=init,
         repeat=repeat,
     )

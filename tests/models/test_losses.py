@@ -1,0 +1,138 @@
+"""The next-item losses of `intentrec.models.base.next_item_loss`: the sampled softmax against a value
+computed by hand, against the full softmax when every item is drawn, padding invariance, and that
+models trained with it learn."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from intentrec.config import ConfigError, ModelConfig
+from intentrec.data.batching import Batch
+from intentrec.eval.metrics import rank_of_target
+from intentrec.models import GRU4Rec, GRU4RecConfig, IntentRecConfig, SequentialModel, sasrec
+from intentrec.models import base as base_module
+from intentrec.models.base import linear_cross_entropy, next_item_loss
+from tests.models.test_intentrec import I, make_batch
+
+# items 1..3 in two dimensions; row 0 is padding
+TABLE = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+
+def two_targets() -> tuple[torch.Tensor, Batch]:
+    """One row, two positions with targets (item 1 with weight 1, item 2 with weight 2) and one without."""
+    hidden = torch.tensor([[[5.0, 5.0], [2.0, 0.0], [0.0, 1.0]]])  # (1, 3, 2)
+    batch = make_batch()
+    batch.target_items = torch.tensor([[0, 1, 2]])
+    batch.target_weights = torch.tensor([[0.0, 1.0, 2.0]])
+    return hidden, batch
+
+
+def drawing(rows: list[list[int]], calls: list[tuple[int, int, tuple[int, ...]]]):  # type: ignore[no-untyped-def]
+    """A stand-in for torch.randint that returns ``rows`` and records how it was called."""
+
+    def randint(low: int, high: int, size: tuple[int, ...], **kwargs: object) -> torch.Tensor:
+        calls.append((low, high, tuple(size)))
+        return torch.tensor(rows)
+
+    return randint
+
+
+def test_sampled_softmax_matches_the_hand_computed_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    hidden, batch = two_targets()
+    calls: list[tuple[int, int, tuple[int, ...]]] = []
+    # first target (item 1): negatives 2, 3 and 1 itself (an accidental hit, left out of the softmax)
+    # second target (item 2): negatives 1, 1, 3
+    monkeypatch.setattr(base_module.torch, "randint", drawing([[2, 3, 1], [1, 1, 3]], calls))
+    loss = next_item_loss(hidden, batch, TABLE, "sampled", n_negatives=3)
+    # scores h . e: first  target 2, negatives 0, 2 (and the hit, dropped): log(e^2 + e^0 + e^2) - 2
+    #               second target 1, negatives 0, 0, 1:                    log(e^1 + 1 + 1 + e^1) - 1
+    first = math.log(2 * math.e**2 + 1) - 2
+    second = math.log(2 * math.e + 2) - 1
+    assert loss.item() == pytest.approx((1 * first + 2 * second) / 2, rel=1e-6)
+    assert calls == [(1, 4, (2, 3))], "one draw of 3 negatives for each of the 2 targets, from items 1..3"
+
+
+def test_sampled_softmax_over_every_item_is_the_full_softmax(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    items = torch.randn(I + 1, 5, requires_grad=True)
+    hidden = torch.randn(3, 7, 5, requires_grad=True)
+    batch = make_batch(seed=2)
+    has = batch.target_items > 0
+    every_item = torch.arange(1, I + 1).expand(int(has.sum()), I).tolist()
+    monkeypatch.setattr(base_module.torch, "randint", drawing(every_item, []))
+    sampled = next_item_loss(hidden, batch, items, "sampled", n_negatives=I)
+    full = next_item_loss(hidden, batch, items, "ce")
+    torch.testing.assert_close(sampled, full)
+    grad_sampled = torch.autograd.grad(sampled, [hidden, items])
+    grad_full = torch.autograd.grad(full, [hidden, items])
+    for a, b in zip(grad_sampled, grad_full, strict=True):
+        torch.testing.assert_close(a, b)
+    # and the full softmax is linear_cross_entropy's, the loss it is checked against elsewhere
+    expected = linear_cross_entropy(hidden[has], items, batch.target_items[has], batch.target_weights[has])
+    torch.testing.assert_close(full, expected / has.sum())
+
+
+def test_both_ways_of_scoring_the_negatives_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    items = torch.randn(I + 1, 5, requires_grad=True)
+    hidden = torch.randn(3, 7, 5, requires_grad=True)
+    batch = make_batch(seed=2)
+    results = []
+    for score_all_up_to in (10**6, 0):  # every item scored, then only the drawn embeddings gathered
+        monkeypatch.setattr(base_module, "SCORE_ALL_ITEMS_UP_TO", score_all_up_to)
+        torch.manual_seed(1)
+        loss = next_item_loss(hidden, batch, items, "sampled", n_negatives=6)
+        results.append((loss, *torch.autograd.grad(loss, [hidden, items])))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_left_padding_changes_nothing_in_the_sampled_softmax() -> None:
+    m = sasrec(I, d=16, max_len=12, dropout=0.0, item_loss="sampled", n_negatives=64).eval()
+    plain, padded = make_batch(seed=1), make_batch(seed=1, pad=3)
+    for name in ("items", "time_gaps", "window_len", "target_items", "target_weights"):
+        getattr(padded, name)[:, 3:] = getattr(plain, name)
+    padded.target_weights[:, :3] = 0.0
+    torch.manual_seed(5)
+    a, _ = m.loss(plain, m(plain))
+    torch.manual_seed(5)
+    b, _ = m.loss(padded, m(padded))
+    torch.testing.assert_close(a, b)  # the same targets draw the same negatives, padding adds no term
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
+def test_models_trained_with_the_sampled_softmax_memorise_a_batch(kind: str) -> None:
+    torch.manual_seed(0)
+    m: SequentialModel
+    if kind == "sasrec":
+        m = sasrec(I, d=16, max_len=12, dropout=0.0, item_loss="sampled", n_negatives=8)
+    else:
+        m = GRU4Rec(GRU4RecConfig(n_items=I, d=16, dropout=0.0, max_len=12, item_loss="sampled", n_negatives=8))
+    batch = make_batch(seed=3)
+    optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimiser.zero_grad()
+        loss, _ = m.loss(batch, m(batch))
+        loss.backward()
+        optimiser.step()
+    m.eval()
+    has = batch.target_items > 0
+    ranks = rank_of_target(m.item_logits(m(batch).hidden[has]), batch.target_items[has])
+    # 8 negatives out of 22 other items per step: ranked against the whole catalogue, nearly all first
+    assert (ranks == 1).float().mean() >= 0.9
+
+
+def test_sampled_softmax_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"model\.n_negatives must be at least 1"):
+        ModelConfig(kind="sasrec", item_loss="sampled", n_negatives=0)
+    with pytest.raises(ConfigError, match=r'model\.repeat needs model\.item_loss = "ce"'):
+        ModelConfig(kind="sasrec", item_loss="sampled", repeat=True)
+    with pytest.raises(ValueError, match="item_loss must be one of ce, bce, sampled"):
+        IntentRecConfig(n_items=5, variant="V0", item_loss="softmax")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_negatives must be at least 1"):
+        IntentRecConfig(n_items=5, variant="V0", item_loss="sampled", n_negatives=0)
+    with pytest.raises(ValueError, match="item loss must be one of"):
+        next_item_loss(torch.zeros(1, 3, 2), two_targets()[1], TABLE, "hinge")
