@@ -63,6 +63,16 @@ def synthetic_batch(n_items: int, batch: int, max_len: int, generator: torch.Gen
     )
 
 
+def train_step(model: Any, optimiser: torch.optim.Optimizer, batch: Any) -> float:
+    """Seconds of one optimiser step of ``model`` on ``batch``."""
+    started = time.perf_counter()
+    optimiser.zero_grad(set_to_none=True)
+    loss, _ = model.training_loss(batch)
+    loss.backward()
+    optimiser.step()
+    return time.perf_counter() - started
+
+
 def train_point(n_items: int, max_len: int) -> dict[str, Any]:
     """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step; the same with
     the sampled softmax."""
@@ -72,39 +82,27 @@ def train_point(n_items: int, max_len: int) -> dict[str, Any]:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len)
+    sampled = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
+                     n_negatives=SAMPLED_NEGATIVES)  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sampled_optimiser = torch.optim.AdamW(sampled.parameters(), lr=1e-3)
     work = BATCH * max_len * n_items  # logits per batch
     timed_batches = max(1, min(EPOCH_SEQUENCES // BATCH, int(4e9 // work)))
     batches = [synthetic_batch(n_items, BATCH, max_len, generator) for _ in range(timed_batches + 1)]
-    step_seconds, softmax_seconds = [], []
+    step_seconds, softmax_seconds, sampled_seconds = [], [], []
     for index, batch in enumerate(batches):  # the first batch warms up
-        started = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        loss, _ = model.training_loss(batch)
-        loss.backward()
-        optimiser.step()
-        elapsed = time.perf_counter() - started
+        elapsed = train_step(model, optimiser, batch)
         hidden = model(batch).hidden.detach().reshape(-1, 64).requires_grad_()
         started = time.perf_counter()
         linear_cross_entropy(hidden, model.item_embeddings, batch.target_items.reshape(-1),
                              batch.target_weights.reshape(-1)).backward()  # fmt: skip
         softmax = time.perf_counter() - started
+        sampled_elapsed = train_step(sampled, sampled_optimiser, batch)
         if index:
             step_seconds.append(elapsed)
             softmax_seconds.append(softmax)
+            sampled_seconds.append(sampled_elapsed)
     step = statistics.median(step_seconds)
-    sampled = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
-                     n_negatives=SAMPLED_NEGATIVES)  # fmt: skip
-    optimiser = torch.optim.AdamW(sampled.parameters(), lr=1e-3)
-    sampled_seconds = []
-    for index, batch in enumerate(batches):  # the first batch warms up
-        started = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        loss, _ = sampled.training_loss(batch)
-        loss.backward()
-        optimiser.step()
-        if index:
-            sampled_seconds.append(time.perf_counter() - started)
     return {
         "items": n_items,
         "max_len": max_len,
