@@ -73,19 +73,19 @@ def train_step(model: Any, optimiser: torch.optim.Optimizer, batch: Any) -> floa
     return time.perf_counter() - started
 
 
-def train_point(n_items: int, max_len: int) -> dict[str, Any]:
-    """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step; the same with
-    the sampled softmax."""
+def train_point(n_items: int, max_len: int, with_sampled: bool = False) -> dict[str, Any]:
+    """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step; with
+    ``with_sampled``, also the seconds per epoch of the same model trained with the sampled softmax."""
     from intentrec.models.base import linear_cross_entropy
     from intentrec.models.sasrec import sasrec
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len)
-    sampled = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
-                     n_negatives=SAMPLED_NEGATIVES)  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    sampled_optimiser = torch.optim.AdamW(sampled.parameters(), lr=1e-3)
+    sampled = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
+                     n_negatives=SAMPLED_NEGATIVES) if with_sampled else None  # fmt: skip
+    sampled_optimiser = torch.optim.AdamW(sampled.parameters(), lr=1e-3) if sampled is not None else None
     work = BATCH * max_len * n_items  # logits per batch
     timed_batches = max(1, min(EPOCH_SEQUENCES // BATCH, int(4e9 // work)))
     batches = [synthetic_batch(n_items, BATCH, max_len, generator) for _ in range(timed_batches + 1)]
@@ -97,22 +97,26 @@ def train_point(n_items: int, max_len: int) -> dict[str, Any]:
         linear_cross_entropy(hidden, model.item_embeddings, batch.target_items.reshape(-1),
                              batch.target_weights.reshape(-1)).backward()  # fmt: skip
         softmax = time.perf_counter() - started
-        sampled_elapsed = train_step(sampled, sampled_optimiser, batch)
+        if sampled is not None and sampled_optimiser is not None:
+            sampled_elapsed = train_step(sampled, sampled_optimiser, batch)
+            if index:
+                sampled_seconds.append(sampled_elapsed)
         if index:
             step_seconds.append(elapsed)
             softmax_seconds.append(softmax)
-            sampled_seconds.append(sampled_elapsed)
     step = statistics.median(step_seconds)
-    return {
+    point = {
         "items": n_items,
         "max_len": max_len,
         "timed_batches": timed_batches,
         "seconds_per_step": step,
         "seconds_per_epoch": step * EPOCH_SEQUENCES / BATCH,
         "softmax_share": min(1.0, statistics.median(softmax_seconds) / step),
-        "sampled_seconds_per_epoch": statistics.median(sampled_seconds) * EPOCH_SEQUENCES / BATCH,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if sampled_seconds:
+        point["sampled_seconds_per_epoch"] = statistics.median(sampled_seconds) * EPOCH_SEQUENCES / BATCH
+    return point
 
 
 def inference_point(n_items: int, max_len: int, repeats: int) -> dict[str, Any]:
@@ -241,7 +245,7 @@ def main() -> None:
 
     by_items = []
     for n_items in args.items:
-        by_items.append(train_point(n_items, 50))
+        by_items.append(train_point(n_items, 50, with_sampled=True))
         p = by_items[-1]
         print(f"train {n_items:>9,} items, L 50: {p['seconds_per_epoch']:.2f} s/epoch, "
               f"softmax {p['softmax_share']:.0%}; sampled softmax {p['sampled_seconds_per_epoch']:.2f} s/epoch",
