@@ -176,6 +176,17 @@ def speed_plot(speed: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def sampled_scaling(scaling: dict[str, Any]) -> str:
+    """The sentence on the sampled softmax's growth and its largest-catalogue epoch, if it was timed."""
+    largest = scaling["train_by_items"][-1]
+    growth = scaling["growth"].get("sampled_epoch_vs_items")
+    if growth is None or "sampled_seconds_per_epoch" not in largest:
+        return ""
+    return (f" With the sampled softmax (256 negatives) it grows as items^{growth:.2f}: "
+            f"{largest['sampled_seconds_per_epoch']:.1f} s against {largest['seconds_per_epoch']:.0f} s an epoch at "
+            f"{largest['items']:,} items, where the full softmax is {largest['softmax_share']:.0%} of a step.")
+
+
 def main() -> None:
     accuracy, speed, scaling, serve = load("accuracy"), load("speed"), load("scaling"), load("serve")
     lines = [
@@ -242,7 +253,8 @@ def main() -> None:
         g = scaling["growth"]
         lines += ["## Scaling", "", f"Training time per epoch grows as items^{g['epoch_vs_items']:.2f} from "
                   f"{scaling['train_by_items'][0]['items']:,} to {scaling['train_by_items'][-1]['items']:,} items and "
-                  f"as L^{g['epoch_vs_length']:.2f} in the history length. Details: [scaling.md](scaling.md).", "",
+                  f"as L^{g['epoch_vs_length']:.2f} in the history length.{sampled_scaling(scaling)} "
+                  "Details: [scaling.md](scaling.md).", "",
                   "![scaling](scaling.png)", ""]  # fmt: skip
     if serve:
         lines += ["## The service", "", "Load test results: [serve.md](serve.md).", ""]
