@@ -182,9 +182,11 @@ def sampled_scaling(scaling: dict[str, Any]) -> str:
     growth = scaling["growth"].get("sampled_epoch_vs_items")
     if growth is None or "sampled_seconds_per_epoch" not in largest:
         return ""
-    return (f" With the sampled softmax (256 negatives) it grows as items^{growth:.2f}: "
-            f"{largest['sampled_seconds_per_epoch']:.1f} s against {largest['seconds_per_epoch']:.0f} s an epoch at "
-            f"{largest['items']:,} items, where the full softmax is {largest['softmax_share']:.0%} of a step.")
+    return (
+        f" With the sampled softmax (256 negatives) it grows as items^{growth:.2f}: "
+        f"{largest['sampled_seconds_per_epoch']:.1f} s against {largest['seconds_per_epoch']:.0f} s an epoch at "
+        f"{largest['items']:,} items, where the full softmax is {largest['softmax_share']:.0%} of a step."
+    )
 
 
 def main() -> None:
