@@ -33,6 +33,8 @@ def test_defaults_and_a_small_file(tmp_path: Path) -> None:
         ("[model]\ndropout = 1.5\n", "model.dropout must be in"),
         ("[model]\ninit = 'xavier'\n", "model.init must be one of"),
         ("[model]\nkind = 'gru4rec'\ninit = 'small'\n", "model.init applies to intentrec and sasrec, not gru4rec"),
+        ("[model]\npositions = 'from_middle'\n", "model.positions must be one of"),
+        ("[model]\nkind = 'bert4rec'\npositions = 'from_last'\n", "model.positions applies to intentrec and sasrec"),
         ("[data.sequence]\nsplit = 'random'\n", "data.sequence.split must be one of"),
         ("[data.synthetic]\nepisodes = [1]\n", "data.synthetic.episodes must have 2 values"),
         ("[data.synthetic]\nnoise = 2.0\n", "data.synthetic: noise must be in"),

@@ -116,6 +116,9 @@ class ModelConfig:
     repeat: bool = False
     # intentrec: the pointer's keys from each interaction's features (event type, fields, time gap) too
     repeat_features: bool = False
+    # intentrec, sasrec: learned positions counted from the first real interaction ("from_first") or back
+    # from the last ("from_last", as the original SASRec's and S3-Rec's left padding to a fixed width)
+    positions: Literal["from_first", "from_last"] = "from_first"
 
     def __post_init__(self) -> None:
         for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len", "n_negatives"):
@@ -129,6 +132,10 @@ class ModelConfig:
             raise ConfigError(f"model.init must be scaled or small, got {self.init!r}")
         if self.init != "scaled" and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.init applies to intentrec and sasrec, not {self.kind}")
+        if self.positions not in ("from_first", "from_last"):
+            raise ConfigError(f"model.positions must be from_first or from_last, got {self.positions!r}")
+        if self.positions != "from_first" and self.kind not in ("intentrec", "sasrec"):
+            raise ConfigError(f"model.positions applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.item_loss != "ce":

@@ -63,7 +63,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
                       n_negatives=config.n_negatives, ffn_mult=config.ffn_mult, init=config.init,
-                      repeat=config.repeat)  # fmt: skip
+                      repeat=config.repeat, positions=config.positions)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
                             max_len=config.max_len, item_loss=config.item_loss,
@@ -105,6 +105,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         output_genres=config.output_genres,
         repeat=config.repeat,
         repeat_features=config.repeat_features,
+        positions=config.positions,
     )
     genres = torch.from_numpy(store.item_genres) if intent.use_genres and store.item_genres is not None else None
     return IntentRec(intent, item_genres=genres)

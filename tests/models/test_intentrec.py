@@ -70,9 +70,10 @@ def test_shapes(variant: str) -> None:
         torch.testing.assert_close(out.intent_weights.sum(-1), torch.ones(B, L))
 
 
-@pytest.mark.parametrize("variant", ["V0", "V1", "V3"])
-def test_causality(variant: str) -> None:
-    m = model(variant)
+@pytest.mark.parametrize(("variant", "positions"), [("V0", "from_first"), ("V1", "from_first"), ("V3", "from_first"),
+                                                    ("V3", "from_last")])  # fmt: skip
+def test_causality(variant: str, positions: str) -> None:
+    m = model(variant, positions=positions)
     batch = make_batch()
     before = m(batch)
     t = 4
@@ -96,9 +97,9 @@ def test_last_only_is_the_last_position_of_the_full_pass(variant: str) -> None:
         torch.testing.assert_close(last.intent_logits[name], logits)
 
 
-@pytest.mark.parametrize("variant", ["V0", "V3"])
-def test_left_padding_changes_nothing(variant: str) -> None:
-    m = model(variant)
+@pytest.mark.parametrize(("variant", "positions"), [("V0", "from_first"), ("V3", "from_first"), ("V3", "from_last")])
+def test_left_padding_changes_nothing(variant: str, positions: str) -> None:
+    m = model(variant, positions=positions)
     plain, padded = make_batch(seed=1), make_batch(seed=1, pad=3)
     # the padded batch holds the same real interactions: copy them over
     for name in ("items", "time_gaps", "window_len", "target_items"):
@@ -167,6 +168,8 @@ def test_config_errors() -> None:
         IntentRecConfig(n_items=5, variant="V9")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs at least one intent head"):
         IntentRecConfig(n_items=5, variant="V3")
+    with pytest.raises(ValueError, match="positions must be one of"):
+        IntentRecConfig(n_items=5, variant="V0", positions="from_middle")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not divisible by 3 heads"):
         IntentRec(IntentRecConfig(n_items=5, variant="V0", d=16, n_heads=3))
 

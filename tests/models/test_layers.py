@@ -8,7 +8,15 @@ import torch.nn.functional as F
 
 import intentrec.models.base as base
 from intentrec.models.base import linear_cross_entropy
-from intentrec.models.layers import Dropout, attention, causal_mask, dropout
+from intentrec.models.layers import (
+    Dropout,
+    FeatureEmbedder,
+    attention,
+    causal_mask,
+    dropout,
+    positions_from_last,
+    real_positions,
+)
 
 
 def plain_loss(hidden: torch.Tensor, items: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -118,3 +126,24 @@ def test_small_init_is_berts_and_starts_with_small_scores() -> None:
     assert spread["small"] < spread["scaled"] / 5
     with pytest.raises(ValueError, match="init must be one of"):
         IntentRecConfig(n_items=5, variant="V0", init="xavier")  # type: ignore[arg-type]
+
+
+def test_positions_from_the_first_and_from_the_last_interaction_by_hand() -> None:
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    first, last = real_positions(mask), positions_from_last(mask)
+    assert first[mask].tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 0]
+    assert last[mask].tolist() == [2, 1, 0, 4, 3, 2, 1, 0, 0]
+    assert ((last >= 0) & (last < 5)).all()  # padding (and an empty row) stays a valid index
+
+
+def test_from_last_gives_the_last_interaction_the_same_embedding_whatever_came_before() -> None:
+    torch.manual_seed(0)
+    mask = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    items = torch.tensor([[0, 0, 5, 7], [0, 2, 5, 7], [3, 1, 5, 7]])  # the same last two, after 0, 1 or 2 others
+    zeros = torch.zeros_like(items)
+    for positions, same in (("from_last", True), ("from_first", False)):
+        embed = FeatureEmbedder(9, 8, 4, [], 4, 0.0, positions=positions).eval()
+        x = embed(items, zeros[..., None][..., :0], zeros, mask)  # (3, 4, 8)
+        assert torch.allclose(x[0, -1], x[1, -1]) is same and torch.allclose(x[0, -1], x[2, -1]) is same
+    with pytest.raises(ValueError, match="positions must be one of"):
+        FeatureEmbedder(9, 8, 4, [], 4, 0.0, positions="from_middle")

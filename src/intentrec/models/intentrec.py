@@ -33,8 +33,8 @@ Variants (``variant``): V0 no intents (the next-item encoder alone); V1 flat mul
 auxiliary intent heads on it, no hierarchy); V2 hierarchical; V3 hierarchical with the short-term window.
 
 Departures from the paper:
-* learned positions (counted from the first real interaction) plus a bucketed time-gap embedding
-  instead of timestamp embeddings;
+* learned positions (counted from the first real interaction, or back from the last with
+  ``positions="from_last"``) plus a bucketed time-gap embedding instead of timestamp embeddings;
 * field embeddings are summed into D rather than concatenated (equivalent up to a linear map);
 * the window encoder is one Transformer block with a window attention mask, computed for all
   positions in one pass;
@@ -64,7 +64,15 @@ from intentrec.models.base import (
     next_item_loss,
     scores_over_catalogue,
 )
-from intentrec.models.layers import INITS, CausalTransformer, FeatureEmbedder, causal_mask, small_init, window_mask
+from intentrec.models.layers import (
+    INITS,
+    POSITIONS,
+    CausalTransformer,
+    FeatureEmbedder,
+    causal_mask,
+    small_init,
+    window_mask,
+)
 
 __all__ = ["IntentRec", "IntentRecConfig"]
 
@@ -97,6 +105,9 @@ class IntentRecConfig:
     output_genres: bool = False
     repeat: bool = False  # the continue/discover mixture above
     repeat_features: bool = False  # the pointer's keys from the interaction's features too (needs repeat)
+    # learned positions counted from the row's first real interaction, or back from its last one
+    # (`intentrec.models.layers.positions_from_last`: the original SASRec's and S3-Rec's numbering)
+    positions: Literal["from_first", "from_last"] = "from_first"
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -111,6 +122,8 @@ class IntentRecConfig:
             raise ValueError("repeat needs item_loss='ce': the mixture is a full softmax")
         if self.repeat_features and not self.repeat:
             raise ValueError("repeat_features needs repeat: it changes the pointer's keys")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.variant != "V0" and not self.heads:
             raise ValueError(f"variant {self.variant} needs at least one intent head; the data set has none enabled")
 
@@ -128,6 +141,7 @@ class IntentRec(SequentialModel):
             GAP_BUCKETS,
             c.dropout,
             item_genres if c.use_genres else None,
+            positions=c.positions,
         )
         self.hierarchical = c.variant in ("V2", "V3")
         self.windowed = c.variant == "V3"

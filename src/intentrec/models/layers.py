@@ -22,6 +22,18 @@ def real_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
 
 
+def positions_from_last(mask: torch.Tensor) -> torch.Tensor:
+    """How many interactions before the row's last real one each interaction is (the last is 0), as the
+    original SASRec's left padding to a fixed width numbers positions (and S3-Rec's, and RecTools'
+    inverse positional encoding). The query at the last position always has the same position, in
+    training and in serving; in exchange an earlier position's embedding depends on how many
+    interactions follow it in the row (never on which)."""
+    return (mask.long().sum(dim=1, keepdim=True) - 1 - real_positions(mask)).clamp(min=0)  # (B, L)
+
+
+POSITIONS = ("from_first", "from_last")
+
+
 def causal_mask(mask: torch.Tensor) -> torch.Tensor:
     """(B, L, L) True where query i may attend key j: j <= i and j is real. A padded query attends to
     itself only, so no softmax row is empty (its output is never used)."""
@@ -146,9 +158,13 @@ class FeatureEmbedder(nn.Module):
         gap_buckets: int,
         dropout: float,
         item_genres: torch.Tensor | None = None,
+        positions: str = "from_first",
     ) -> None:
         super().__init__()
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
         self.d = d
+        self.position_index = real_positions if positions == "from_first" else positions_from_last
         self.item = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.fields = nn.ModuleList(nn.Embedding(c, d, padding_idx=0) for c in cardinalities)
         self.gap = nn.Embedding(gap_buckets, d, padding_idx=0)
@@ -177,7 +193,7 @@ class FeatureEmbedder(nn.Module):
             x = x + embedding(categorical[..., c])  # (B, L, D)
         if self.item_genres is not None:
             x = x + self.genre_table()[items]  # (B, L, D)
-        x = x + self.gap(time_gaps) + self.position(real_positions(mask))  # (B, L, D)
+        x = x + self.gap(time_gaps) + self.position(self.position_index(mask))  # (B, L, D)
         return self.drop(self.ln(x)) * mask[..., None]  # padding stays exactly zero
 
     def genre_table(self) -> torch.Tensor:

@@ -6,7 +6,9 @@ all-rank table), binary cross-entropy with one sampled negative per position (``
 as RecTools and transformer_benchmark, softmax over the target and ``n_negatives`` uniform negatives per
 position (``item_loss="sampled"``).
 Departures: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU), and a
-feed-forward width of 4 d by default (the paper and RePlay: d; ``ffn_mult=1``).
+feed-forward width of 4 d by default (the paper and RePlay: d; ``ffn_mult=1``), and positions counted
+from the first real interaction by default (the paper's left padding to a fixed width counts them back
+from the last: ``positions="from_last"``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def sasrec(
     ffn_mult: int = 4,
     init: Literal["scaled", "small"] = "scaled",
     repeat: bool = False,
+    positions: Literal["from_first", "from_last"] = "from_first",
 ) -> IntentRec:
     config = IntentRecConfig(
         n_items=n_items,
@@ -48,5 +51,6 @@ def sasrec(
         n_negatives=n_negatives,
         init=init,
         repeat=repeat,
+        positions=positions,
     )
     return IntentRec(config)
