@@ -182,11 +182,18 @@ def sampled_scaling(scaling: dict[str, Any]) -> str:
     growth = scaling["growth"].get("sampled_epoch_vs_items")
     if growth is None or "sampled_seconds_per_epoch" not in largest:
         return ""
-    return (
-        f" With the sampled softmax (256 negatives) it grows as items^{growth:.2f}: "
+    text = (
+        f" With the sampled softmax (256 negatives per position) it grows as items^{growth:.2f}: "
         f"{largest['sampled_seconds_per_epoch']:.1f} s against {largest['seconds_per_epoch']:.0f} s an epoch at "
-        f"{largest['items']:,} items, where the full softmax is {largest['softmax_share']:.0%} of a step."
+        f"{largest['items']:,} items, where the full softmax is {largest['softmax_share']:.0%} of a step"
     )
+    shared = scaling["growth"].get("shared_epoch_vs_items")
+    if shared is not None and "shared_seconds_per_epoch" in largest:
+        text += (
+            f"; with the negatives shared by the batch, as items^{shared:.2f} and "
+            f"{largest['shared_seconds_per_epoch']:.1f} s"
+        )
+    return text + "."
 
 
 def main() -> None:

@@ -73,9 +73,15 @@ def train_step(model: Any, optimiser: torch.optim.Optimizer, batch: Any) -> floa
     return time.perf_counter() - started
 
 
+# the sampled-softmax variants timed beside the full softmax: key prefix in the results -> negatives
+SAMPLED_VARIANTS = {"sampled": "per_position", "shared": "shared"}
+SAMPLED_LABELS = {"sampled": "negatives per position", "shared": "negatives shared by the batch"}
+
+
 def train_point(n_items: int, max_len: int, with_sampled: bool = False) -> dict[str, Any]:
     """Seconds per epoch of EPOCH_SEQUENCES sequences, and the softmax's share of a step; with
-    ``with_sampled``, also the seconds per epoch of the same model trained with the sampled softmax."""
+    ``with_sampled``, also the seconds per epoch of the same model trained with the sampled softmax,
+    its negatives drawn per position and shared by the batch (``<prefix>_seconds_per_epoch``)."""
     from intentrec.models.base import linear_cross_entropy
     from intentrec.models.sasrec import sasrec
 
@@ -83,13 +89,17 @@ def train_point(n_items: int, max_len: int, with_sampled: bool = False) -> dict[
     generator = torch.Generator().manual_seed(0)
     model = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    sampled = sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
-                     n_negatives=SAMPLED_NEGATIVES) if with_sampled else None  # fmt: skip
-    sampled_optimiser = torch.optim.AdamW(sampled.parameters(), lr=1e-3) if sampled is not None else None
+    variants = {
+        prefix: sasrec(n_items, d=64, n_blocks=2, n_heads=2, dropout=0.2, max_len=max_len, item_loss="sampled",
+                       n_negatives=SAMPLED_NEGATIVES, negatives=negatives)  # type: ignore[arg-type]
+        for prefix, negatives in (SAMPLED_VARIANTS.items() if with_sampled else ())
+    }  # fmt: skip
+    variant_optimisers = {prefix: torch.optim.AdamW(m.parameters(), lr=1e-3) for prefix, m in variants.items()}
     work = BATCH * max_len * n_items  # logits per batch
     timed_batches = max(1, min(EPOCH_SEQUENCES // BATCH, int(4e9 // work)))
     batches = [synthetic_batch(n_items, BATCH, max_len, generator) for _ in range(timed_batches + 1)]
-    step_seconds, softmax_seconds, sampled_seconds = [], [], []
+    step_seconds, softmax_seconds = [], []
+    variant_seconds: dict[str, list[float]] = {prefix: [] for prefix in variants}
     for index, batch in enumerate(batches):  # the first batch warms up
         elapsed = train_step(model, optimiser, batch)
         hidden = model(batch).hidden.detach().reshape(-1, 64).requires_grad_()
@@ -97,10 +107,10 @@ def train_point(n_items: int, max_len: int, with_sampled: bool = False) -> dict[
         linear_cross_entropy(hidden, model.item_embeddings, batch.target_items.reshape(-1),
                              batch.target_weights.reshape(-1)).backward()  # fmt: skip
         softmax = time.perf_counter() - started
-        if sampled is not None and sampled_optimiser is not None:
-            sampled_elapsed = train_step(sampled, sampled_optimiser, batch)
+        for prefix, variant in variants.items():
+            variant_elapsed = train_step(variant, variant_optimisers[prefix], batch)
             if index:
-                sampled_seconds.append(sampled_elapsed)
+                variant_seconds[prefix].append(variant_elapsed)
         if index:
             step_seconds.append(elapsed)
             softmax_seconds.append(softmax)
@@ -114,8 +124,8 @@ def train_point(n_items: int, max_len: int, with_sampled: bool = False) -> dict[
         "softmax_share": min(1.0, statistics.median(softmax_seconds) / step),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    if sampled_seconds:
-        point["sampled_seconds_per_epoch"] = statistics.median(sampled_seconds) * EPOCH_SEQUENCES / BATCH
+    for prefix, seconds in variant_seconds.items():
+        point[f"{prefix}_seconds_per_epoch"] = statistics.median(seconds) * EPOCH_SEQUENCES / BATCH
     return point
 
 
@@ -170,9 +180,10 @@ def plot(record: dict[str, Any], path: Path) -> None:
     xs = [p["items"] for p in items]
     ax.loglog(xs, [p["seconds_per_epoch"] for p in items], "o-", label="whole step")
     ax.loglog(xs, [p["seconds_per_epoch"] * p["softmax_share"] for p in items], "s--", label="output softmax")
-    if all("sampled_seconds_per_epoch" in p for p in items):
-        ax.loglog(xs, [p["sampled_seconds_per_epoch"] for p in items], "^:",
-                  label=f"whole step, sampled softmax ({SAMPLED_NEGATIVES} negatives)")  # fmt: skip
+    for prefix, style in zip(SAMPLED_VARIANTS, ("^:", "v-."), strict=True):
+        if all(f"{prefix}_seconds_per_epoch" in p for p in items):
+            ax.loglog(xs, [p[f"{prefix}_seconds_per_epoch"] for p in items], style,
+                      label=f"whole step, sampled softmax ({SAMPLED_NEGATIVES} {SAMPLED_LABELS[prefix]})")  # fmt: skip
     slope = record["growth"]["epoch_vs_items"]
     ax.set(xlabel="catalogue size (items)", ylabel=f"seconds per epoch of {EPOCH_SEQUENCES:,} sequences",
            title=f"Training vs catalogue (max length 50): ~ items^{slope:.2f}")  # fmt: skip
@@ -210,17 +221,21 @@ def report(record: dict[str, Any]) -> str:
         f"## Training time against catalogue size (max length 50, epoch = {EPOCH_SEQUENCES:,} sequences)",
         "",
         "| items | parameters | s/step (batch 128) | s/epoch | output softmax share | "
-        f"s/epoch, sampled softmax ({SAMPLED_NEGATIVES} negatives) | batches timed |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        + "".join(f"s/epoch, sampled softmax ({SAMPLED_NEGATIVES} {label}) | " for label in SAMPLED_LABELS.values())
+        + "batches timed |",
+        "|---|---|---|---|---|" + "---|" * len(SAMPLED_VARIANTS) + "---|",
+    ]  # fmt: skip
     for p in record["train_by_items"]:
-        sampled = f"{p['sampled_seconds_per_epoch']:.2f}" if "sampled_seconds_per_epoch" in p else "-"
+        sampled = "".join(f"{p[f'{prefix}_seconds_per_epoch']:.2f} | " if f"{prefix}_seconds_per_epoch" in p
+                          else "- | " for prefix in SAMPLED_VARIANTS)  # fmt: skip
         lines.append(f"| {p['items']:,} | {p['parameters']:,} | {p['seconds_per_step']:.3f} | "
-                     f"{p['seconds_per_epoch']:.2f} | {p['softmax_share']:.0%} | {sampled} | "
+                     f"{p['seconds_per_epoch']:.2f} | {p['softmax_share']:.0%} | {sampled}"
                      f"{p['timed_batches']} |")  # fmt: skip
-    sampled_growth = record["growth"].get("sampled_epoch_vs_items")
+    growth_of = {prefix: record["growth"].get(f"{prefix}_epoch_vs_items") for prefix in SAMPLED_VARIANTS}
+    growths = [f"with the sampled softmax, {SAMPLED_LABELS[prefix]}, ~ items^{g:.2f}"
+               for prefix, g in growth_of.items() if g is not None]  # fmt: skip
     lines += ["", f"Measured growth: time per epoch ~ items^{record['growth']['epoch_vs_items']:.2f} over the range"
-              + (f"; with the sampled softmax ~ items^{sampled_growth:.2f}." if sampled_growth else "."),
+              + "".join(f"; {g}" for g in growths) + ".",
               "", f"## Training time against maximum length ({LENGTH_SWEEP_ITEMS:,} items)", "",
               "| max length | s/step | s/epoch | output softmax share |", "|---|---|---|---|"]  # fmt: skip
     for p in record["train_by_length"]:
@@ -248,8 +263,8 @@ def main() -> None:
         by_items.append(train_point(n_items, 50, with_sampled=True))
         p = by_items[-1]
         print(f"train {n_items:>9,} items, L 50: {p['seconds_per_epoch']:.2f} s/epoch, "
-              f"softmax {p['softmax_share']:.0%}; sampled softmax {p['sampled_seconds_per_epoch']:.2f} s/epoch",
-              flush=True)  # fmt: skip
+              f"softmax {p['softmax_share']:.0%}; sampled softmax {p['sampled_seconds_per_epoch']:.2f} s/epoch, "
+              f"with shared negatives {p['shared_seconds_per_epoch']:.2f} s/epoch", flush=True)  # fmt: skip
     by_length = []
     for max_len in args.lengths:
         by_length.append(train_point(LENGTH_SWEEP_ITEMS, max_len))
@@ -274,7 +289,10 @@ def main() -> None:
         "inference": inference,
         "growth": {
             "epoch_vs_items": growth(by_items, "items", "seconds_per_epoch"),
-            "sampled_epoch_vs_items": growth(by_items, "items", "sampled_seconds_per_epoch"),
+            **{
+                f"{prefix}_epoch_vs_items": growth(by_items, "items", f"{prefix}_seconds_per_epoch")
+                for prefix in SAMPLED_VARIANTS
+            },
             "epoch_vs_length": growth(by_length, "max_len", "seconds_per_epoch"),
         },
     }

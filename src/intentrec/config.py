@@ -100,6 +100,9 @@ class ModelConfig:
     # n_negatives uniform negatives per position (intentrec, sasrec, gru4rec)
     item_loss: Literal["ce", "bce", "sampled"] = "ce"
     n_negatives: int = 256
+    # item_loss = "sampled": negatives drawn for each position ("per_position", as RecTools) or once per
+    # batch and shared by every position ("shared", as TensorFlow's sampled_softmax_loss; far faster)
+    negatives: Literal["per_position", "shared"] = "per_position"
     intent_lambda: float = 0.3  # intentrec: weight of the summed intent losses
     heads: tuple[str, ...] | None = None  # intentrec: intent heads to use (default: every enabled one)
     head_weights: dict[str, float] = field(default_factory=dict)  # intentrec: per-head loss weight (default 1)
@@ -132,6 +135,10 @@ class ModelConfig:
             raise ConfigError(f"model.init must be scaled or small, got {self.init!r}")
         if self.init != "scaled" and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.init applies to intentrec and sasrec, not {self.kind}")
+        if self.negatives not in ("per_position", "shared"):
+            raise ConfigError(f"model.negatives must be per_position or shared, got {self.negatives!r}")
+        if self.negatives != "per_position" and self.item_loss != "sampled":
+            raise ConfigError('model.negatives applies to model.item_loss = "sampled"')
         if self.positions not in ("from_first", "from_last"):
             raise ConfigError(f"model.positions must be from_first or from_last, got {self.positions!r}")
         if self.positions != "from_first" and self.kind not in ("intentrec", "sasrec"):

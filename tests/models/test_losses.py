@@ -14,7 +14,7 @@ from intentrec.data.batching import Batch
 from intentrec.eval.metrics import rank_of_target
 from intentrec.models import GRU4Rec, GRU4RecConfig, IntentRecConfig, SequentialModel, sasrec
 from intentrec.models import base as base_module
-from intentrec.models.base import linear_cross_entropy, next_item_loss
+from intentrec.models.base import Negatives, linear_cross_entropy, next_item_loss
 from tests.models.test_intentrec import I, make_batch
 
 # items 1..3 in two dimensions; row 0 is padding
@@ -55,6 +55,37 @@ def test_sampled_softmax_matches_the_hand_computed_value(monkeypatch: pytest.Mon
     assert calls == [(1, 4, (2, 3))], "one draw of 3 negatives for each of the 2 targets, from items 1..3"
 
 
+def test_shared_negatives_match_the_hand_computed_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    hidden, batch = two_targets()
+    calls: list[tuple[int, int, tuple[int, ...]]] = []
+    # one draw for the batch, 2, 3 and 1, used at both positions; each drops its own target (a hit)
+    monkeypatch.setattr(base_module.torch, "randint", drawing([2, 3, 1], calls))
+    loss = next_item_loss(hidden, batch, TABLE, "sampled", n_negatives=3, negatives="shared")
+    # first  target (item 1), h (2, 0): target 2, negatives 0 (item 2), 2 (item 3): log(e^2 + 1 + e^2) - 2
+    # second target (item 2), h (0, 1): target 1, negatives 1 (item 3), 0 (item 1): log(e^1 + e^1 + 1) - 1
+    first = math.log(2 * math.e**2 + 1) - 2
+    second = math.log(2 * math.e + 1) - 1
+    assert loss.item() == pytest.approx((1 * first + 2 * second) / 2, rel=1e-6)
+    assert calls == [(1, 4, (3,))], "one draw of 3 negatives for the whole batch, from items 1..3"
+    with pytest.raises(ValueError, match="negatives must be one of per_position, shared"):
+        next_item_loss(hidden, batch, TABLE, "sampled", n_negatives=3, negatives="in_batch")
+
+
+def test_shared_negatives_over_every_item_are_the_full_softmax(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    items = torch.randn(I + 1, 5, requires_grad=True)
+    hidden = torch.randn(3, 7, 5, requires_grad=True)
+    batch = make_batch(seed=2)
+    monkeypatch.setattr(base_module.torch, "randint", drawing(list(range(1, I + 1)), []))
+    shared = next_item_loss(hidden, batch, items, "sampled", n_negatives=I, negatives="shared")
+    full = next_item_loss(hidden, batch, items, "ce")
+    torch.testing.assert_close(shared, full)
+    for a, b in zip(
+        torch.autograd.grad(shared, [hidden, items]), torch.autograd.grad(full, [hidden, items]), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+
+
 def test_sampled_softmax_over_every_item_is_the_full_softmax(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     items = torch.randn(I + 1, 5, requires_grad=True)
@@ -90,8 +121,9 @@ def test_both_ways_of_scoring_the_negatives_agree(monkeypatch: pytest.MonkeyPatc
         torch.testing.assert_close(a, b)
 
 
-def test_left_padding_changes_nothing_in_the_sampled_softmax() -> None:
-    m = sasrec(I, d=16, max_len=12, dropout=0.0, item_loss="sampled", n_negatives=64).eval()
+@pytest.mark.parametrize("negatives", ["per_position", "shared"])
+def test_left_padding_changes_nothing_in_the_sampled_softmax(negatives: Negatives) -> None:
+    m = sasrec(I, d=16, max_len=12, dropout=0.0, item_loss="sampled", n_negatives=64, negatives=negatives).eval()
     plain, padded = make_batch(seed=1), make_batch(seed=1, pad=3)
     for name in ("items", "time_gaps", "window_len", "target_items", "target_weights"):
         getattr(padded, name)[:, 3:] = getattr(plain, name)
@@ -103,14 +135,16 @@ def test_left_padding_changes_nothing_in_the_sampled_softmax() -> None:
     torch.testing.assert_close(a, b)  # the same targets draw the same negatives, padding adds no term
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
-def test_models_trained_with_the_sampled_softmax_memorise_a_batch(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "negatives"), [("sasrec", "per_position"), ("gru4rec", "per_position"),
+                                                  ("sasrec", "shared"), ("gru4rec", "shared")])  # fmt: skip
+def test_models_trained_with_the_sampled_softmax_memorise_a_batch(kind: str, negatives: Negatives) -> None:
     torch.manual_seed(0)
     m: SequentialModel
     if kind == "sasrec":
-        m = sasrec(I, d=16, max_len=12, dropout=0.0, item_loss="sampled", n_negatives=8)
+        m = sasrec(I, d=16, max_len=12, dropout=0.0, item_loss="sampled", n_negatives=8, negatives=negatives)
     else:
-        m = GRU4Rec(GRU4RecConfig(n_items=I, d=16, dropout=0.0, max_len=12, item_loss="sampled", n_negatives=8))
+        m = GRU4Rec(GRU4RecConfig(n_items=I, d=16, dropout=0.0, max_len=12, item_loss="sampled", n_negatives=8,
+                                  negatives=negatives))  # fmt: skip
     batch = make_batch(seed=3)
     optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
     for _ in range(200):
@@ -130,6 +164,12 @@ def test_sampled_softmax_config_errors() -> None:
         ModelConfig(kind="sasrec", item_loss="sampled", n_negatives=0)
     with pytest.raises(ConfigError, match=r'model\.repeat needs model\.item_loss = "ce"'):
         ModelConfig(kind="sasrec", item_loss="sampled", repeat=True)
+    with pytest.raises(ConfigError, match=r'model\.negatives applies to model\.item_loss = "sampled"'):
+        ModelConfig(kind="sasrec", negatives="shared")
+    with pytest.raises(ConfigError, match=r"model\.negatives must be per_position or shared"):
+        ModelConfig(kind="sasrec", item_loss="sampled", negatives="in_batch")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="negatives must be one of per_position, shared"):
+        IntentRecConfig(n_items=5, variant="V0", item_loss="sampled", negatives="in_batch")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="item_loss must be one of ce, bce, sampled"):
         IntentRecConfig(n_items=5, variant="V0", item_loss="softmax")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_negatives must be at least 1"):

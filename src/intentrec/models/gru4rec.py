@@ -21,7 +21,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from intentrec.data.batching import Batch
-from intentrec.models.base import ItemLoss, ModelOutput, SequentialModel, next_item_loss, scores_over_catalogue
+from intentrec.models.base import (
+    ItemLoss,
+    ModelOutput,
+    Negatives,
+    SequentialModel,
+    next_item_loss,
+    scores_over_catalogue,
+)
 from intentrec.models.layers import Dropout
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
@@ -36,6 +43,7 @@ class GRU4RecConfig:
     max_len: int = 50
     item_loss: ItemLoss = "ce"  # see `intentrec.models.base.next_item_loss`
     n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
+    negatives: Negatives = "per_position"  # drawn per position or once per batch ("shared")
 
 
 class GRU4Rec(SequentialModel):
@@ -74,6 +82,11 @@ class GRU4Rec(SequentialModel):
 
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         loss = next_item_loss(
-            output.hidden, batch, self.item_embeddings, self.config.item_loss, self.config.n_negatives
+            output.hidden,
+            batch,
+            self.item_embeddings,
+            self.config.item_loss,
+            self.config.n_negatives,
+            self.config.negatives,
         )
         return loss, {"item": loss.item(), "total": loss.item()}

@@ -56,9 +56,11 @@ from torch import nn
 from intentrec.data.batching import GAP_BUCKETS, Batch
 from intentrec.models.base import (
     ITEM_LOSSES,
+    NEGATIVES,
     HeadSpec,
     ItemLoss,
     ModelOutput,
+    Negatives,
     SequentialModel,
     linear_cross_entropy,
     next_item_loss,
@@ -99,6 +101,7 @@ class IntentRecConfig:
     # full softmax, BCE with one sampled negative (SASRec paper), or softmax over sampled negatives
     item_loss: ItemLoss = "ce"
     n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
+    negatives: Negatives = "per_position"  # drawn per position or once per batch ("shared")
     init: Literal["scaled", "small"] = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`)
     # score items with their genre embedding added to the id embedding, as the input does: items share
     # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
@@ -114,6 +117,8 @@ class IntentRecConfig:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.item_loss not in ITEM_LOSSES:
             raise ValueError(f"item_loss must be one of {', '.join(ITEM_LOSSES)}, got {self.item_loss!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
         if self.n_negatives < 1:
             raise ValueError(f"n_negatives must be at least 1, got {self.n_negatives}")
         if self.variant not in ("V0", "V1", "V2", "V3"):
@@ -279,7 +284,9 @@ class IntentRec(SequentialModel):
         if c.repeat:
             item_loss = self._mixture_loss(output, batch)
         else:
-            item_loss = next_item_loss(output.hidden, batch, self.item_embeddings, c.item_loss, c.n_negatives)
+            item_loss = next_item_loss(
+                output.hidden, batch, self.item_embeddings, c.item_loss, c.n_negatives, c.negatives
+            )
         parts = {"item": item_loss.item()}
         total = item_loss
         weights = dict(c.head_weights)

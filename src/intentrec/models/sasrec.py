@@ -4,7 +4,7 @@ SASRec is IntentRec's V0 with item ids and positions only: no side fields, genre
 no intent heads. Trained with full cross-entropy by default, or, as in the paper (and the S3-Rec
 all-rank table), binary cross-entropy with one sampled negative per position (``item_loss="bce"``), or,
 as RecTools and transformer_benchmark, softmax over the target and ``n_negatives`` uniform negatives per
-position (``item_loss="sampled"``).
+position (``item_loss="sampled"``; ``negatives="shared"`` draws them once per batch, much faster).
 Departures: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU), and a
 feed-forward width of 4 d by default (the paper and RePlay: d; ``ffn_mult=1``), and positions counted
 from the first real interaction by default (the paper's left padding to a fixed width counts them back
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from intentrec.models.base import ItemLoss
+from intentrec.models.base import ItemLoss, Negatives
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
 
 __all__ = ["sasrec"]
@@ -31,6 +31,7 @@ def sasrec(
     max_len: int = 50,
     item_loss: ItemLoss = "ce",
     n_negatives: int = 256,
+    negatives: Negatives = "per_position",
     ffn_mult: int = 4,
     init: Literal["scaled", "small"] = "scaled",
     repeat: bool = False,
@@ -49,6 +50,7 @@ def sasrec(
         use_time_gaps=False,
         item_loss=item_loss,
         n_negatives=n_negatives,
+        negatives=negatives,
         init=init,
         repeat=repeat,
         positions=positions,
