@@ -183,11 +183,11 @@ def plot(record: dict[str, Any], path: Path) -> None:
     for prefix, style in zip(SAMPLED_VARIANTS, ("^:", "v-."), strict=True):
         if all(f"{prefix}_seconds_per_epoch" in p for p in items):
             ax.loglog(xs, [p[f"{prefix}_seconds_per_epoch"] for p in items], style,
-                      label=f"whole step, sampled softmax ({SAMPLED_NEGATIVES} {SAMPLED_LABELS[prefix]})")  # fmt: skip
+                      label=f"sampled softmax, {SAMPLED_NEGATIVES} {SAMPLED_LABELS[prefix]}")  # fmt: skip
     slope = record["growth"]["epoch_vs_items"]
     ax.set(xlabel="catalogue size (items)", ylabel=f"seconds per epoch of {EPOCH_SEQUENCES:,} sequences",
            title=f"Training vs catalogue (max length 50): ~ items^{slope:.2f}")  # fmt: skip
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     lengths = record["train_by_length"]
     ax = axes[1]
