@@ -127,25 +127,24 @@ def next_item_loss(
     n_items = item_embeddings.shape[0] - 1
     if kind == "ce":
         return linear_cross_entropy(h, item_embeddings, target, weights) / has_target.sum().clamp(min=1)
-    if kind == "sampled" and negatives == "shared":
-        negative = torch.randint(1, n_items + 1, (n_negatives,), device=target.device)  # (K,)
-        positive_score = (h * item_embeddings[target]).sum(-1, keepdim=True)  # (N, 1)
-        negative_score = h @ item_embeddings[negative].T  # (N, K)
-        negative_score = negative_score.masked_fill(negative[None, :] == target[:, None], float("-inf"))
-        logits = torch.cat([positive_score, negative_score], dim=1)  # (N, 1 + K), the target first
-        terms = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
-    elif kind == "sampled":
-        negative = torch.randint(1, n_items + 1, (len(target), n_negatives), device=target.device)  # (N, K)
-        if n_items + 1 <= SCORE_ALL_ITEMS_UP_TO * n_negatives:
-            # a small catalogue: one matmul against every item and a gather beat gathering N x K embeddings
-            scores = h @ item_embeddings.T  # (N, I + 1)
-            positive_score, negative_score = scores.gather(1, target[:, None]), scores.gather(1, negative)
-        else:
+    if kind == "sampled":
+        if negatives == "shared":
+            negative = torch.randint(1, n_items + 1, (n_negatives,), device=target.device)  # (K,)
             positive_score = (h * item_embeddings[target]).sum(-1, keepdim=True)  # (N, 1)
-            drawn = nn.functional.embedding(negative, item_embeddings)  # (N, K, D)
-            negative_score = torch.bmm(drawn, h[:, :, None]).squeeze(-1)  # (N, K)
-        negative_score = negative_score.masked_fill(negative == target[:, None], float("-inf"))
-        logits = torch.cat([positive_score, negative_score], dim=1)  # (N, 1 + K), the target first
+            negative_score = h @ item_embeddings[negative].T  # (N, K)
+            hit = negative[None, :] == target[:, None]  # (N, K)
+        else:
+            negative = torch.randint(1, n_items + 1, (len(target), n_negatives), device=target.device)  # (N, K)
+            if n_items + 1 <= SCORE_ALL_ITEMS_UP_TO * n_negatives:
+                # a small catalogue: one matmul against every item and a gather beat gathering N x K embeddings
+                scores = h @ item_embeddings.T  # (N, I + 1)
+                positive_score, negative_score = scores.gather(1, target[:, None]), scores.gather(1, negative)
+            else:
+                positive_score = (h * item_embeddings[target]).sum(-1, keepdim=True)  # (N, 1)
+                drawn = nn.functional.embedding(negative, item_embeddings)  # (N, K, D)
+                negative_score = torch.bmm(drawn, h[:, :, None]).squeeze(-1)  # (N, K)
+            hit = negative == target[:, None]  # (N, K)
+        logits = torch.cat([positive_score, negative_score.masked_fill(hit, float("-inf"))], dim=1)  # target first
         terms = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
     elif kind == "bce":
         negative = torch.randint(1, n_items, target.shape, device=target.device)  # (N,)

@@ -71,6 +71,7 @@ from intentrec.models.layers import (
     POSITIONS,
     CausalTransformer,
     FeatureEmbedder,
+    Positions,
     causal_mask,
     small_init,
     window_mask,
@@ -110,7 +111,7 @@ class IntentRecConfig:
     repeat_features: bool = False  # the pointer's keys from the interaction's features too (needs repeat)
     # learned positions counted from the row's first real interaction, or back from its last one
     # (`intentrec.models.layers.positions_from_last`: the original SASRec's and S3-Rec's numbering)
-    positions: Literal["from_first", "from_last"] = "from_first"
+    positions: Positions = "from_first"
 
     def __post_init__(self) -> None:
         if self.init not in INITS:

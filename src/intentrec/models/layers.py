@@ -6,6 +6,7 @@ Shapes: B batch, L sequence, D hidden, I items (+1 for padding id 0), C categori
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,8 @@ def positions_from_last(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().sum(dim=1, keepdim=True) - 1 - real_positions(mask)).clamp(min=0)  # (B, L)
 
 
-POSITIONS = ("from_first", "from_last")
+Positions = Literal["from_first", "from_last"]  # how FeatureEmbedder numbers positions
+POSITIONS: tuple[str, ...] = get_args(Positions)
 
 
 def causal_mask(mask: torch.Tensor) -> torch.Tensor:

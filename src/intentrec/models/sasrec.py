@@ -17,6 +17,7 @@ from typing import Literal
 
 from intentrec.models.base import ItemLoss, Negatives
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
+from intentrec.models.layers import Positions
 
 __all__ = ["sasrec"]
 
@@ -35,7 +36,7 @@ def sasrec(
     ffn_mult: int = 4,
     init: Literal["scaled", "small"] = "scaled",
     repeat: bool = False,
-    positions: Literal["from_first", "from_last"] = "from_first",
+    positions: Positions = "from_first",
 ) -> IntentRec:
     config = IntentRecConfig(
         n_items=n_items,
