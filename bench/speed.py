@@ -92,9 +92,12 @@ def peak_matmul_flops(threads: int) -> dict[str, float]:
     return best
 
 
-def ensure_venv(name: str) -> Path:
-    """The peer's own virtual environment, created and installed on first use; returns its Python."""
-    spec = PEER_SPECS[name]
+def ensure_venv(name: str, spec: dict[str, Any] | None = None) -> Path:
+    """The peer's own virtual environment, created and installed on first use; returns its Python.
+
+    ``spec`` (label, requirements) defaults to the speed peer of that name.
+    """
+    spec = spec or PEER_SPECS[name]
     venv = VENVS / name
     python = venv / "bin" / "python"
     stamp = venv / ".installed"

@@ -162,7 +162,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 20
-    clip_norm: float = 1.0
+    # after the warm-up, the learning rate falls linearly to 0 at train.epochs ("linear"), or stays at
+    # train.lr ("constant", as RecTools and transformer_benchmark train)
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    clip_norm: float = 1.0  # gradient norm clipped to this; 0: not clipped
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     seed: int = 0
     eval_batch_size: int = 512
@@ -174,6 +177,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.length_groups < 1:
             raise ConfigError(f"train.length_groups must be at least 1, got {self.length_groups}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ConfigError(f"train.lr_schedule must be linear or constant, got {self.lr_schedule!r}")
+        if self.clip_norm < 0:
+            raise ConfigError(f"train.clip_norm must be >= 0 (0: no clipping), got {self.clip_norm}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from intentrec.data.sequences import build_sequences
 from intentrec.data.synthetic import WorldConfig, generate
 from intentrec.eval.evaluate import evaluate
 from intentrec.models import HeadSpec, IntentRec, IntentRecConfig
-from intentrec.train.loop import BEST, CHECKPOINT, TrainConfig, load_checkpoint, train
+from intentrec.train.loop import BEST, CHECKPOINT, TrainConfig, _schedule, load_checkpoint, train
 
 
 def store() -> SequenceStore:
@@ -60,3 +60,31 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
     assert evaluate(straight, s, "test") == evaluate(resumed, s, "test")
+
+
+def test_learning_rate_schedules_by_hand() -> None:
+    def rates(shape: str) -> list[float]:
+        optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+        scheduler = _schedule(optimiser, warmup=2, total=10, shape=shape)
+        out = []
+        for _ in range(10):
+            out.append(optimiser.param_groups[0]["lr"])
+            optimiser.step()
+            scheduler.step()
+        return out
+
+    # warm-up (step + 1) / 2, then (10 - step) / 8 of the rate, or the whole rate
+    assert rates("linear") == pytest.approx([1.0, 2.0, 2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25])
+    assert rates("constant") == pytest.approx([1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+
+
+def test_constant_rate_without_clipping_ends_at_the_full_rate(tmp_path: Path) -> None:
+    s = store()
+    model = build(s)
+    before = evaluate(model, s, "valid")["ndcg@10"]
+    config = TrainConfig(epochs=3, batch_size=16, warmup_steps=0, lr=5e-3, lr_schedule="constant", clip_norm=0.0)
+    result = train(model, s, config, tmp_path)
+    assert result["best_valid_ndcg@10"] > before  # type: ignore[operator]
+    assert load_checkpoint(tmp_path / CHECKPOINT)["optimiser"]["param_groups"][0]["lr"] == pytest.approx(5e-3)
+    train(build(s), s, TrainConfig(**{**config.__dict__, "lr_schedule": "linear"}), tmp_path / "linear")
+    assert load_checkpoint(tmp_path / "linear" / CHECKPOINT)["optimiser"]["param_groups"][0]["lr"] == 0.0

@@ -69,10 +69,17 @@ def _config_dict(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) and not isinstance(config, type) else {}
 
 
-def _schedule(optimiser: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(
+    optimiser: torch.optim.Optimizer, warmup: int, total: int, shape: str = "linear"
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then a linear fall to 0 at step ``total`` or, with
+    ``shape = "constant"``, the full rate."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if shape == "constant":
+            return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
@@ -102,7 +109,8 @@ def train_epoch(
             loss, parts = model.training_loss(group)
             (loss * share).backward()
             step_loss += parts["total"] * share
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        if config.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimiser.step()
         if scheduler is not None:
             scheduler.step()
@@ -137,7 +145,7 @@ def train(
         return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0, "train_seconds": time.perf_counter() - started}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(store.train_users()) // config.batch_size)
-    scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch)
+    scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch, config.lr_schedule)
     start_epoch, best, best_epoch, stale, elapsed = 0, -1.0, -1, 0, 0.0
     if resume and (out / CHECKPOINT).exists():
         state = load_checkpoint(out / CHECKPOINT)
