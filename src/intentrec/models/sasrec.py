@@ -13,11 +13,9 @@ from the last: ``positions="from_last"``).
 
 from __future__ import annotations
 
-from typing import Literal
-
 from intentrec.models.base import ItemLoss, Negatives
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
-from intentrec.models.layers import Positions
+from intentrec.models.layers import Init, Positions
 
 __all__ = ["sasrec"]
 
@@ -34,7 +32,7 @@ def sasrec(
     n_negatives: int = 256,
     negatives: Negatives = "per_position",
     ffn_mult: int = 4,
-    init: Literal["scaled", "small"] = "scaled",
+    init: Init = "scaled",
     repeat: bool = False,
     positions: Positions = "from_first",
 ) -> IntentRec:
