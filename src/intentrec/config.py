@@ -110,10 +110,9 @@ class ModelConfig:
     use_time_gaps: bool = True  # intentrec: time gap to the previous interaction as an input feature
     use_side_features: bool = True  # intentrec: per-interaction categorical fields (event, device, hour, ...)
     mask_prob: float = 0.2  # bert4rec: share of interactions masked for the cloze task
-    # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere),
-    # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled) or "unit" (item
-    # embeddings N(0, 1) unscaled, as RecTools: scores start about sqrt(d) times wider than "scaled")
-    init: Literal["scaled", "small", "unit"] = "scaled"
+    # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere) or
+    # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled)
+    init: Literal["scaled", "small"] = "scaled"
     output_genres: bool = False  # intentrec: items scored with their genre embedding added to the id embedding
     # intentrec, sasrec: the continue/discover mixture (`intentrec.models.intentrec`): a gate predicts whether
     # the next item is one already in the history, and a pointer over the history scores which one
@@ -132,8 +131,8 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.intent_lambda < 0:
             raise ConfigError(f"model.intent_lambda cannot be negative, got {self.intent_lambda}")
-        if self.init not in ("scaled", "small", "unit"):
-            raise ConfigError(f"model.init must be scaled, small or unit, got {self.init!r}")
+        if self.init not in ("scaled", "small"):
+            raise ConfigError(f"model.init must be scaled or small, got {self.init!r}")
         if self.init != "scaled" and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.init applies to intentrec and sasrec, not {self.kind}")
         if self.negatives not in ("per_position", "shared"):

@@ -128,30 +128,6 @@ def test_small_init_is_berts_and_starts_with_small_scores() -> None:
         IntentRecConfig(n_items=5, variant="V0", init="xavier")  # type: ignore[arg-type]
 
 
-def test_unit_init_is_torchs_embedding_default_and_starts_with_wider_scores() -> None:
-    from intentrec.models.intentrec import IntentRec, IntentRecConfig
-    from intentrec.models.layers import FeatureEmbedder
-
-    models = {}
-    for init in ("scaled", "unit"):
-        torch.manual_seed(0)
-        models[init] = IntentRec(IntentRecConfig(n_items=2000, variant="V0", d=64, init=init))  # type: ignore[arg-type]
-    unit = models["unit"]
-    table = unit.item_embeddings[1:].detach()
-    assert table.std().item() == pytest.approx(1.0, rel=0.02) and table.mean().abs().item() < 0.01
-    assert (unit.item_embeddings[0] == 0).all(), "the padding row stays zero"
-    assert next(m for m in unit.modules() if isinstance(m, FeatureEmbedder)).item_scale == 1.0
-    # the same input after the embedding LayerNorm (the table times sqrt(d) under "scaled" is N(0, 1) too),
-    # and every other weight as "scaled" builds it (same seed, same draws)
-    scaled = models["scaled"]
-    for (name, a), (_, b) in zip(scaled.named_parameters(), unit.named_parameters(), strict=True):
-        if name != "embed.item.weight":
-            torch.testing.assert_close(a, b, msg=name)
-    hidden = torch.randn(4, 64)
-    ratio = unit.item_logits(hidden)[:, 1:].std().item() / scaled.item_logits(hidden)[:, 1:].std().item()
-    assert ratio == pytest.approx(8.0, rel=0.1)  # sqrt(d)
-
-
 def test_positions_from_the_first_and_from_the_last_interaction_by_hand() -> None:
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
     first, last = real_positions(mask), positions_from_last(mask)

@@ -71,11 +71,9 @@ from intentrec.models.layers import (
     POSITIONS,
     CausalTransformer,
     FeatureEmbedder,
-    Init,
     Positions,
     causal_mask,
     small_init,
-    unit_init,
     window_mask,
 )
 
@@ -105,7 +103,7 @@ class IntentRecConfig:
     item_loss: ItemLoss = "ce"
     n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
     negatives: Negatives = "per_position"  # drawn per position or once per batch ("shared")
-    init: Init = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`, `unit_init`)
+    init: Literal["scaled", "small"] = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`)
     # score items with their genre embedding added to the id embedding, as the input does: items share
     # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
     output_genres: bool = False
@@ -175,8 +173,6 @@ class IntentRec(SequentialModel):
             self.repeat_key = nn.Linear(c.d, c.d)  # FC_key: the interaction's features into the pointer's keys
         if c.init == "small":
             small_init(self)
-        elif c.init == "unit":
-            unit_init(self)
         self._scoring: tuple[tuple[int, ...], torch.Tensor] | None = None  # (parameter versions, table)
 
     @property

@@ -211,20 +211,7 @@ class FeatureEmbedder(nn.Module):
         return table
 
 
-Init = Literal["scaled", "small", "unit"]  # weight initialisation of IntentRec and SASRec
-INITS: tuple[str, ...] = get_args(Init)
-
-
-def unit_init(model: nn.Module) -> None:
-    """Item embeddings from N(0, 1) and entering unscaled, as ``nn.Embedding``'s default (RecTools' SASRec
-    keeps it); PyTorch's defaults elsewhere, as "scaled". The input is the same after the embedding
-    LayerNorm; scores over the catalogue start about sqrt(d) times wider than under "scaled"."""
-    for module in model.modules():
-        if isinstance(module, FeatureEmbedder):
-            with torch.no_grad():
-                module.item.weight.normal_(0.0, 1.0)
-                module.item.weight[0].zero_()
-            module.item_scale = 1.0
+INITS = ("scaled", "small")
 
 
 def small_init(model: nn.Module, std: float = 0.02) -> None:

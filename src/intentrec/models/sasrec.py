@@ -13,9 +13,11 @@ from the last: ``positions="from_last"``).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from intentrec.models.base import ItemLoss, Negatives
 from intentrec.models.intentrec import IntentRec, IntentRecConfig
-from intentrec.models.layers import Init, Positions
+from intentrec.models.layers import Positions
 
 __all__ = ["sasrec"]
 
@@ -32,7 +34,7 @@ def sasrec(
     n_negatives: int = 256,
     negatives: Negatives = "per_position",
     ffn_mult: int = 4,
-    init: Init = "scaled",
+    init: Literal["scaled", "small"] = "scaled",
     repeat: bool = False,
     positions: Positions = "from_first",
 ) -> IntentRec:
