@@ -76,26 +76,33 @@ def our_curve(run_dir: Path) -> list[dict[str, float]]:
     return rows
 
 
+def curve_key(record: dict[str, Any]) -> str:
+    """RecTools' validation metric scored as our run beside it was: earlier items excluded or kept."""
+    excluded = "eval.exclude_seen=true" in (record.get("ours_curve") or {}).get("command", "")
+    return "valid_ndcg@10" if excluded else "valid_ndcg@10_seen_kept"
+
+
 def plot(record: dict[str, Any], path: Path) -> None:
-    """Validation NDCG@10 (earlier items kept) by epoch: RecTools' runs and ours."""
+    """Validation NDCG@10 by epoch: RecTools' runs and ours, scored alike."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key = curve_key(record)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for run in record["runs"]:
-        rows = [r for r in run["epochs"] if "valid_ndcg@10_seen_kept" in r]
+        rows = [r for r in run["epochs"] if key in r]
         ax.plot(
             [r["epoch"] for r in rows],
-            [r["valid_ndcg@10_seen_kept"] for r in rows],
+            [r[key] for r in rows],
             label=f"RecTools, seed {run['seed']}",
         )
     ours = (record.get("ours_curve") or {}).get("epochs", [])
     if ours:
         ax.plot([r["epoch"] for r in ours], [r["valid_ndcg@10"] for r in ours], label="ours, same settings")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation NDCG@10 (earlier items kept)")
+    ax.set_ylabel(f"validation NDCG@10 (earlier items {'excluded' if key == 'valid_ndcg@10' else 'kept'})")
     ax.set_title(f"SASRec, sampled softmax (256 negatives), {record['data']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -141,9 +148,10 @@ def write(record: dict[str, Any]) -> None:
             f"| {best['valid_ndcg@10']:.4f} | {best['test_hr@10']:.4f} | {best['test_ndcg@10']:.4f} "
             f"| {per_epoch:.0f} |"
         )
+    key = curve_key(record)
     lines += [
         "",
-        "Validation NDCG@10 by epoch, the user's earlier items kept (as our training loop scores it), "
+        f"Validation NDCG@10 by epoch, the user's earlier items {'excluded' if key == 'valid_ndcg@10' else 'kept'}, "
         "RecTools beside our SASRec-SS with the same settings"
         + (f" (`{record['ours_curve']['command']}`)" if record.get("ours_curve") else " (not recorded)")
         + ":",
@@ -159,7 +167,7 @@ def write(record: dict[str, Any]) -> None:
         cells = []
         for run in record["runs"]:
             row = next((r for r in run["epochs"] if r["epoch"] == epoch), None)
-            cells.append(f"{row['valid_ndcg@10_seen_kept']:.4f}" if row and "valid_ndcg@10_seen_kept" in row else "")
+            cells.append(f"{row[key]:.4f}" if row and key in row else "")
         mine = f"{ours[epoch]['valid_ndcg@10']:.4f}" if epoch in ours else ""
         lines.append(f"| {epoch} | " + " | ".join(cells) + f" | {mine} |")
     if record.get("ours_curve"):
