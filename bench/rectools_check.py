@@ -31,8 +31,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from speed import ensure_venv
-from speed_models import REPO, RESULTS, machine
+from speed_models import REPO, RESULTS, machine, provenance, shared_data
 
 SPEC = {"label": "RecTools 0.19.0 SASRec", "requirements": ["rectools[torch]==0.19.0"]}
 SCRIPT = REPO / "bench" / "peers" / "rectools_sasrec_s3rec.py"
@@ -43,12 +44,9 @@ OURS = {"Beauty": "beauty", "Toys_and_Games": "toys"}
 
 def our_row(data: str) -> dict[str, Any] | None:
     """Our sasrec-ss row from the accuracy records (seen-excluded test metrics), if there is one."""
-    runs = [
-        json.loads(p.read_text()) for p in sorted((RESULTS / "accuracy_runs").glob(f"{OURS[data]}-sasrec-ss-s*.json"))
-    ]
-    if not runs:
-        return None
-    seen = [r["summary"]["test_seen_excluded"] for r in runs if "test_seen_excluded" in r["summary"]]
+    runs = sorted((RESULTS / "accuracy_runs").glob(f"{OURS[data]}-sasrec-ss-s*.json"))
+    summaries = [json.loads(p.read_text())["summary"] for p in runs]
+    seen = [s["test_seen_excluded"] for s in summaries if "test_seen_excluded" in s]
     if not seen:
         return None
     return {
@@ -62,8 +60,9 @@ def stem(data: str) -> Path:
     return RESULTS / f"rectools_check_{data.split('_')[0].lower()}"
 
 
-def our_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Validation HR/NDCG@10 (earlier items kept: our training loop's) per epoch of one of our runs."""
+def our_curve(run_dir: Path, command: str) -> dict[str, Any]:
+    """Validation HR/NDCG@10 per epoch of one of our runs, scored as its config says (``eval.exclude_seen``)."""
+    config = tomllib.loads((run_dir / "config.toml").read_text())
     rows = []
     with (run_dir / "metrics.jsonl").open() as lines:
         for line in lines:
@@ -73,12 +72,12 @@ def our_curve(run_dir: Path) -> list[dict[str, float]]:
             valid = record["valid"]
             epoch = record["epoch"] + 1
             rows.append({"epoch": epoch, "valid_hr@10": valid["hr@10"], "valid_ndcg@10": valid["ndcg@10"]})
-    return rows
+    return {"command": command, "exclude_seen": config.get("eval", {}).get("exclude_seen", False), "epochs": rows}
 
 
 def curve_key(record: dict[str, Any]) -> str:
     """RecTools' validation metric scored as our run beside it was: earlier items excluded or kept."""
-    excluded = "eval.exclude_seen=true" in (record.get("ours_curve") or {}).get("command", "")
+    excluded = (record.get("ours_curve") or {}).get("exclude_seen", False)
     return "valid_ndcg@10" if excluded else "valid_ndcg@10_seen_kept"
 
 
@@ -118,10 +117,7 @@ def write(record: dict[str, Any]) -> None:
     lines = [
         f"# RecTools' SASRec (sampled softmax) on {record['data']}, scored by our protocol",
         "",
-        f"Command: `{record['command']}`  ",
-        f"Machine: {record['machine']['platform']}, {record['machine']['cpu_count']} CPUs, "
-        f"torch {record['machine']['torch']}  ",
-        f"Date: {record['date']}  ",
+        *provenance(record["command"], record),
         f"{SPEC['label']} in its own virtual environment; settings {record['settings']}. Test metrics of "
         "the epoch with the best validation NDCG@10; the user's earlier items excluded.",
         "",
@@ -191,12 +187,11 @@ def main() -> None:
     if args.report_only:
         record = json.loads(stem(args.data).with_suffix(".json").read_text())
         if args.ours_run:
-            record["ours_curve"] = {"command": args.ours_command, "epochs": our_curve(args.ours_run)}
+            record["ours_curve"] = our_curve(args.ours_run, args.ours_command)
         record["ours"] = our_row(args.data)
         write(record)
         return
-    root = Path(os.environ.get("INTENTREC_SHARED_DATA", REPO.parent / "shared" / "data"))
-    path = root / "s3rec" / f"{args.data}.txt"
+    path = shared_data() / "s3rec" / f"{args.data}.txt"
     if not path.is_file():
         sys.exit(f"{path}: not found; set INTENTREC_SHARED_DATA")
     python = ensure_venv("rectools", SPEC)
