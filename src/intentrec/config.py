@@ -110,9 +110,10 @@ class ModelConfig:
     use_time_gaps: bool = True  # intentrec: time gap to the previous interaction as an input feature
     use_side_features: bool = True  # intentrec: per-interaction categorical fields (event, device, hour, ...)
     mask_prob: float = 0.2  # bert4rec: share of interactions masked for the cloze task
-    # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere) or
-    # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled)
-    init: Literal["scaled", "small"] = "scaled"
+    # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere),
+    # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled) or "xavier"
+    # (RecTools': every weight matrix and embedding Xavier-normal, items unscaled)
+    init: Literal["scaled", "small", "xavier"] = "scaled"
     output_genres: bool = False  # intentrec: items scored with their genre embedding added to the id embedding
     # intentrec, sasrec: the continue/discover mixture (`intentrec.models.intentrec`): a gate predicts whether
     # the next item is one already in the history, and a pointer over the history scores which one
@@ -122,6 +123,9 @@ class ModelConfig:
     # intentrec, sasrec: learned positions counted from the first real interaction ("from_first") or back
     # from the last ("from_last", as the original SASRec's and S3-Rec's left padding to a fixed width)
     positions: Literal["from_first", "from_last"] = "from_first"
+    # intentrec V0 and V1, sasrec: a linear layer and LayerNorm between the embeddings and the encoder
+    # (false: none, as the SASRec paper and RecTools); V2 and V3 always have one
+    input_projection: bool = True
 
     def __post_init__(self) -> None:
         for name in ("d", "n_blocks", "n_heads", "ffn_mult", "max_len", "n_negatives"):
@@ -131,8 +135,8 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.intent_lambda < 0:
             raise ConfigError(f"model.intent_lambda cannot be negative, got {self.intent_lambda}")
-        if self.init not in ("scaled", "small"):
-            raise ConfigError(f"model.init must be scaled or small, got {self.init!r}")
+        if self.init not in ("scaled", "small", "xavier"):
+            raise ConfigError(f"model.init must be scaled, small or xavier, got {self.init!r}")
         if self.init != "scaled" and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.init applies to intentrec and sasrec, not {self.kind}")
         if self.negatives not in ("per_position", "shared"):
@@ -143,6 +147,10 @@ class ModelConfig:
             raise ConfigError(f"model.positions must be from_first or from_last, got {self.positions!r}")
         if self.positions != "from_first" and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.positions applies to intentrec and sasrec, not {self.kind}")
+        if not self.input_projection and self.kind not in ("intentrec", "sasrec"):
+            raise ConfigError(f"model.input_projection applies to intentrec and sasrec, not {self.kind}")
+        if not self.input_projection and self.kind == "intentrec" and self.variant in ("V2", "V3"):
+            raise ConfigError(f"model.input_projection = false applies to V0 and V1; {self.variant} joins several inputs")
         if self.repeat and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.item_loss != "ce":

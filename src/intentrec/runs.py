@@ -64,7 +64,8 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
                       n_negatives=config.n_negatives, negatives=config.negatives, ffn_mult=config.ffn_mult,
                       init=config.init,
-                      repeat=config.repeat, positions=config.positions)  # fmt: skip
+                      repeat=config.repeat, positions=config.positions,
+                      input_projection=config.input_projection)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
                             max_len=config.max_len, item_loss=config.item_loss,
@@ -108,6 +109,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         repeat=config.repeat,
         repeat_features=config.repeat_features,
         positions=config.positions,
+        input_projection=config.input_projection,
     )
     genres = torch.from_numpy(store.item_genres) if intent.use_genres and store.item_genres is not None else None
     return IntentRec(intent, item_genres=genres)

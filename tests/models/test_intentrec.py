@@ -70,10 +70,16 @@ def test_shapes(variant: str) -> None:
         torch.testing.assert_close(out.intent_weights.sum(-1), torch.ones(B, L))
 
 
-@pytest.mark.parametrize(("variant", "positions"), [("V0", "from_first"), ("V1", "from_first"), ("V3", "from_first"),
-                                                    ("V3", "from_last")])  # fmt: skip
-def test_causality(variant: str, positions: str) -> None:
-    m = model(variant, positions=positions)
+# RECTOOLS: SASRec as RecTools builds it (no input projection, Xavier init, positions from the last)
+RECTOOLS = {"input_projection": False, "init": "xavier", "positions": "from_last"}
+
+
+@pytest.mark.parametrize(("variant", "positions", "kw"), [("V0", "from_first", {}), ("V1", "from_first", {}),
+                                                          ("V3", "from_first", {}), ("V3", "from_last", {}),
+                                                          ("V0", "from_last", RECTOOLS),
+                                                          ("V1", "from_first", {"input_projection": False})])  # fmt: skip
+def test_causality(variant: str, positions: str, kw: dict[str, object]) -> None:
+    m = model(variant, **{"positions": positions, **kw})
     batch = make_batch()
     before = m(batch)
     t = 4
@@ -97,9 +103,10 @@ def test_last_only_is_the_last_position_of_the_full_pass(variant: str) -> None:
         torch.testing.assert_close(last.intent_logits[name], logits)
 
 
-@pytest.mark.parametrize(("variant", "positions"), [("V0", "from_first"), ("V3", "from_first"), ("V3", "from_last")])
-def test_left_padding_changes_nothing(variant: str, positions: str) -> None:
-    m = model(variant, positions=positions)
+@pytest.mark.parametrize(("variant", "positions", "kw"), [("V0", "from_first", {}), ("V3", "from_first", {}),
+                                                          ("V3", "from_last", {}), ("V0", "from_last", RECTOOLS)])
+def test_left_padding_changes_nothing(variant: str, positions: str, kw: dict[str, object]) -> None:
+    m = model(variant, **{"positions": positions, **kw})
     plain, padded = make_batch(seed=1), make_batch(seed=1, pad=3)
     # the padded batch holds the same real interactions: copy them over
     for name in ("items", "time_gaps", "window_len", "target_items"):
@@ -110,6 +117,15 @@ def test_left_padding_changes_nothing(variant: str, positions: str) -> None:
     torch.testing.assert_close(a.hidden[real], b.hidden[:, 3:][real])
     if a.intent_weights is not None and b.intent_weights is not None:
         torch.testing.assert_close(a.intent_weights[real], b.intent_weights[:, 3:][real])
+
+
+def test_without_the_input_projection_the_encoder_reads_the_embeddings() -> None:
+    with_, without = model("V0"), model("V0", input_projection=False)
+    names = {n for n, _ in with_.named_parameters()} - {n for n, _ in without.named_parameters()}
+    assert names == {"next_in.0.weight", "next_in.0.bias", "next_in.1.weight", "next_in.1.bias"}
+    assert isinstance(without.next_in, torch.nn.Identity)
+    v1 = model("V1", input_projection=False)
+    assert isinstance(v1.intent_in, torch.nn.Identity) and not hasattr(v1, "next_in")
 
 
 def test_every_parameter_gets_a_finite_gradient() -> None:
@@ -123,9 +139,9 @@ def test_every_parameter_gets_a_finite_gradient() -> None:
         assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
 
 
-@pytest.mark.parametrize("variant", ["V0", "V3"])
-def test_a_small_batch_can_be_overfit(variant: str) -> None:
-    m = model(variant).train()
+@pytest.mark.parametrize(("variant", "kw"), [("V0", {}), ("V3", {}), ("V0", RECTOOLS)])
+def test_a_small_batch_can_be_overfit(variant: str, kw: dict[str, object]) -> None:
+    m = model(variant, **kw).train()
     batch = make_batch(seed=3)
     optimiser = torch.optim.Adam(m.parameters(), lr=1e-2)
     first = None
@@ -170,6 +186,8 @@ def test_config_errors() -> None:
         IntentRecConfig(n_items=5, variant="V3")
     with pytest.raises(ValueError, match="positions must be one of"):
         IntentRecConfig(n_items=5, variant="V0", positions="from_middle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="variant V2 joins several inputs and needs input_projection"):
+        IntentRecConfig(n_items=5, variant="V2", heads=HEADS, input_projection=False)
     with pytest.raises(ValueError, match="not divisible by 3 heads"):
         IntentRec(IntentRecConfig(n_items=5, variant="V0", d=16, n_heads=3))
 

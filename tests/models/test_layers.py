@@ -125,7 +125,28 @@ def test_small_init_is_berts_and_starts_with_small_scores() -> None:
         spread[init] = model.item_logits(hidden)[:, 1:].std().item()
     assert spread["small"] < spread["scaled"] / 5
     with pytest.raises(ValueError, match="init must be one of"):
-        IntentRecConfig(n_items=5, variant="V0", init="xavier")  # type: ignore[arg-type]
+        IntentRecConfig(n_items=5, variant="V0", init="glorot")  # type: ignore[arg-type]
+
+
+def test_xavier_init_is_rectools_and_starts_from_the_positions() -> None:
+    from intentrec.models.intentrec import IntentRec, IntentRecConfig
+    from intentrec.models.layers import FeatureEmbedder
+
+    torch.manual_seed(0)
+    model = IntentRec(IntentRecConfig(n_items=2000, variant="V0", d=64, max_len=50, init="xavier"))
+    embed = next(m for m in model.modules() if isinstance(m, FeatureEmbedder))
+    # Xavier's normal: std sqrt(2 / (fan_in + fan_out)); for an (rows, d) embedding that is sqrt(2 / (rows + d))
+    assert embed.item.weight[1:].std().item() == pytest.approx((2 / (2001 + 64)) ** 0.5, rel=0.02)
+    assert embed.position.weight.std().item() == pytest.approx((2 / (50 + 64)) ** 0.5, rel=0.05)
+    qkv = model.next_encoder.blocks[0].qkv.weight  # (3 d, d)
+    assert qkv.std().item() == pytest.approx((2 / (192 + 64)) ** 0.5, rel=0.05)
+    assert (embed.item.weight[0] == 0).all(), "the padding row stays zero"
+    assert embed.item_scale == 1.0
+    ln = model.next_encoder.ln
+    assert (ln.weight == 1).all() and (ln.bias == 0).all(), "LayerNorm as built"
+    # scores over the catalogue start near zero: a unit hidden state against rows of std 0.031
+    hidden = torch.randn(8, 64)
+    assert model.item_logits(hidden)[:, 1:].std().item() == pytest.approx(8 * (2 / 2065) ** 0.5, rel=0.1)
 
 
 def test_positions_from_the_first_and_from_the_last_interaction_by_hand() -> None:

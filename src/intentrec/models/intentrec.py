@@ -75,6 +75,7 @@ from intentrec.models.layers import (
     causal_mask,
     small_init,
     window_mask,
+    xavier_init,
 )
 
 __all__ = ["IntentRec", "IntentRecConfig"]
@@ -103,7 +104,8 @@ class IntentRecConfig:
     item_loss: ItemLoss = "ce"
     n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
     negatives: Negatives = "per_position"  # drawn per position or once per batch ("shared")
-    init: Literal["scaled", "small"] = "scaled"  # weight initialisation (`intentrec.models.layers.small_init`)
+    # weight initialisation (`intentrec.models.layers.small_init`, `intentrec.models.layers.xavier_init`)
+    init: Literal["scaled", "small", "xavier"] = "scaled"
     # score items with their genre embedding added to the id embedding, as the input does: items share
     # what their genres (Amazon: categories and brand) say, which helps items seen rarely in training
     output_genres: bool = False
@@ -112,6 +114,9 @@ class IntentRecConfig:
     # learned positions counted from the row's first real interaction, or back from its last one
     # (`intentrec.models.layers.positions_from_last`: the original SASRec's and S3-Rec's numbering)
     positions: Positions = "from_first"
+    # V0 and V1, whose encoder reads the embeddings alone: a linear layer and LayerNorm between the two
+    # (V2 and V3 always have one: it joins several inputs). Off, as SASRec, the encoder reads them directly.
+    input_projection: bool = True
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -130,6 +135,8 @@ class IntentRecConfig:
             raise ValueError("repeat_features needs repeat: it changes the pointer's keys")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if not self.input_projection and self.variant in ("V2", "V3"):
+            raise ValueError(f"variant {self.variant} joins several inputs and needs input_projection")
         if self.variant != "V0" and not self.heads:
             raise ValueError(f"variant {self.variant} needs at least one intent head; the data set has none enabled")
 
@@ -155,7 +162,7 @@ class IntentRec(SequentialModel):
             self.window = CausalTransformer(c.d, c.window_blocks, c.n_heads, c.dropout, c.ffn_mult)
         width = c.d * (2 if self.windowed else 1)
         if c.variant != "V0":
-            self.intent_in = nn.Sequential(nn.Linear(width, c.d), nn.LayerNorm(c.d))
+            self.intent_in = self._input_layer(width)
             self.intent_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
             self.intent_heads = nn.ModuleDict({h.name: nn.Linear(c.d, h.n_classes) for h in c.heads})
         if self.hierarchical:
@@ -163,7 +170,7 @@ class IntentRec(SequentialModel):
             self.attend = nn.Linear(c.d, 1)
             width += c.d
         if c.variant != "V1":
-            self.next_in = nn.Sequential(nn.Linear(width, c.d), nn.LayerNorm(c.d))
+            self.next_in = self._input_layer(width)
             self.next_encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
         if c.repeat:
             self.repeat_gate = nn.Linear(c.d, 1)  # logit of g_k
@@ -173,7 +180,15 @@ class IntentRec(SequentialModel):
             self.repeat_key = nn.Linear(c.d, c.d)  # FC_key: the interaction's features into the pointer's keys
         if c.init == "small":
             small_init(self)
+        elif c.init == "xavier":
+            xavier_init(self)
         self._scoring: tuple[tuple[int, ...], torch.Tensor] | None = None  # (parameter versions, table)
+
+    def _input_layer(self, width: int) -> nn.Module:
+        """What carries the joined inputs (B, L, width) into an encoder: (B, L, D)."""
+        if self.config.input_projection:
+            return nn.Sequential(nn.Linear(width, self.config.d), nn.LayerNorm(self.config.d))
+        return nn.Identity()  # V0 and V1 only, where width is D
 
     @property
     def item_embeddings(self) -> torch.Tensor:

@@ -8,7 +8,8 @@ position (``item_loss="sampled"``; ``negatives="shared"`` draws them once per ba
 Departures: pre-LN blocks with GELU (the paper: post-LN-style residual blocks with ReLU), and a
 feed-forward width of 4 d by default (the paper and RePlay: d; ``ffn_mult=1``), and positions counted
 from the first real interaction by default (the paper's left padding to a fixed width counts them back
-from the last: ``positions="from_last"``).
+from the last: ``positions="from_last"``), and a linear layer and LayerNorm between the embeddings and
+the first block by default (the paper: none; ``input_projection=False``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def sasrec(
     n_negatives: int = 256,
     negatives: Negatives = "per_position",
     ffn_mult: int = 4,
-    init: Literal["scaled", "small"] = "scaled",
+    init: Literal["scaled", "small", "xavier"] = "scaled",
     repeat: bool = False,
     positions: Positions = "from_first",
+    input_projection: bool = True,
 ) -> IntentRec:
     config = IntentRecConfig(
         n_items=n_items,
@@ -55,5 +57,6 @@ def sasrec(
         init=init,
         repeat=repeat,
         positions=positions,
+        input_projection=input_projection,
     )
     return IntentRec(config)
