@@ -150,7 +150,7 @@ class ModelConfig:
         if not self.input_projection and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.input_projection applies to intentrec and sasrec, not {self.kind}")
         if not self.input_projection and self.kind == "intentrec" and self.variant in ("V2", "V3"):
-            raise ConfigError(f"model.input_projection = false applies to V0 and V1; {self.variant} joins several inputs")
+            raise ConfigError(f"model.input_projection = false applies to V0 and V1, not {self.variant}")
         if self.repeat and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.item_loss != "ce":

@@ -103,8 +103,10 @@ def test_last_only_is_the_last_position_of_the_full_pass(variant: str) -> None:
         torch.testing.assert_close(last.intent_logits[name], logits)
 
 
-@pytest.mark.parametrize(("variant", "positions", "kw"), [("V0", "from_first", {}), ("V3", "from_first", {}),
-                                                          ("V3", "from_last", {}), ("V0", "from_last", RECTOOLS)])
+@pytest.mark.parametrize(
+    ("variant", "positions", "kw"),
+    [("V0", "from_first", {}), ("V3", "from_first", {}), ("V3", "from_last", {}), ("V0", "from_last", RECTOOLS)],
+)
 def test_left_padding_changes_nothing(variant: str, positions: str, kw: dict[str, object]) -> None:
     m = model(variant, **{"positions": positions, **kw})
     plain, padded = make_batch(seed=1), make_batch(seed=1, pad=3)
