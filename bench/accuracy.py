@@ -292,7 +292,12 @@ def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dic
             if superseded:
                 print(f"  {data}/{model}: {superseded} record(s) of an earlier config left out", flush=True)
             if found:
-                table.setdefault(data, {})[model] = aggregate(found)
+                entry = aggregate(found)
+                # a run validated and tested with earlier items excluded has no seen-kept score: its "test_" keys
+                # are seen-excluded ones, and the report must not set them beside other models' seen-kept scores
+                settings = tomllib.loads((CONFIGS / data / f"{model}.toml").read_text())
+                entry["eval_exclude_seen"] = bool(settings.get("eval", {}).get("exclude_seen", False))
+                table.setdefault(data, {})[model] = entry
             elif model in previous.get("results", {}).get(data, {}):
                 entry = previous["results"][data][model]
                 entry.setdefault("carried_from", previous["date"])
@@ -331,10 +336,12 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                   f"coverage@10 | train s |{extra[0]}", f"|---|---|---|---|---|---|---|---|{extra[1]}"]  # fmt: skip
         for model, entry in models.items():
             mark = " †" if "carried_from" in entry else ""
+            mark += " ‡" if entry.get("eval_exclude_seen") else ""
+            kept = " | ".join("-" if entry.get("eval_exclude_seen") else cell(entry, f"test_{m}")
+                              for m in ("hr@10", "ndcg@10", "mrr"))  # fmt: skip
             row = (
-                f"| {model}{mark} | {entry['seeds']} | {cell(entry, 'test_hr@10')} | {cell(entry, 'test_ndcg@10')} | "
-                f"{cell(entry, 'test_mrr')} | {cell(entry, 'valid_ndcg@10')} | {cell(entry, 'test_coverage@10')} | "
-                f"{entry['train_seconds']:.0f} |"
+                f"| {model}{mark} | {entry['seeds']} | {kept} | {cell(entry, 'valid_ndcg@10')} | "
+                f"{cell(entry, 'test_coverage@10')} | {entry['train_seconds']:.0f} |"
             )
             if excluded:
                 row += f" {cell(entry, 'test_excluded_hr@10')} | {cell(entry, 'test_excluded_ndcg@10')} |"
@@ -348,6 +355,10 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                       "evaluation does, which every published row on these files uses (S3-Rec, and BSARec's and "
                       "WEARec's trainers, which zero the user's training items; transformer_benchmark replicates "
                       "S3-Rec's numbers): the published rows are repeated there, like for like."]  # fmt: skip
+        if any(e.get("eval_exclude_seen") for e in models.values()):
+            lines += ["", "‡ validated and tested with the user's earlier items excluded (its config's "
+                      "`eval.exclude_seen`, as the implementation it reproduces): no seen-kept test score; its "
+                      "validation NDCG@10 is seen-excluded too."]  # fmt: skip
         carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
         if carried:
             lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "

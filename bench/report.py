@@ -48,6 +48,8 @@ def ours(accuracy: dict[str, Any], data: str, model: str, excluded: bool = False
     prefix = "test_excluded_" if excluded else "test_"
     if not row or f"{prefix}hr@10" not in row:
         return None
+    if not excluded and row.get("eval_exclude_seen"):  # scored only with earlier items excluded: no seen-kept score
+        return None
     return row[f"{prefix}hr@10"]["mean"], row[f"{prefix}ndcg@10"]["mean"], row["seeds"]
 
 
