@@ -70,6 +70,37 @@ def test_evaluate_json(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "ndcg@10" in text and "heavy" in text and "tail" in text and "intent genre auc" in text
 
 
+def test_evaluate_overrides_the_runs_seen_protocol(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--exclude-seen and --keep-seen each give the same numbers as the library call with that protocol,
+    whatever the run's eval.exclude_seen says; neither gives the run's own."""
+    run = load_run(run_dir)
+    kept, excluded = run.evaluate("test", exclude_seen=False), run.evaluate("test", exclude_seen=True)
+    assert not run.config.eval.exclude_seen and kept["mrr"] != excluded["mrr"]
+    for flags, expected in (([], kept), (["--exclude-seen"], excluded), (["--keep-seen"], kept)):
+        capsys.readouterr()
+        assert main(["evaluate", str(run_dir), "--json", *flags]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["mrr"] == pytest.approx(expected["mrr"]) and result["targets"] == expected["targets"]
+    assert main(["evaluate", str(run_dir)]) == 0
+    assert "seen items kept" in capsys.readouterr().out
+    assert main(["evaluate", str(run_dir), "--exclude-seen"]) == 0
+    assert "seen items excluded" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the two flags contradict each other
+        main(["evaluate", str(run_dir), "--exclude-seen", "--keep-seen"])
+    # a run whose config excludes seen items: --keep-seen is the only way to its seen-kept score
+    config = write(tmp_path / "tiny.toml", TINY + "\n[eval]\nexclude_seen = true\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "excluding")]) == 0
+    excluding = load_run(tmp_path / "excluding")
+    kept, excluded = excluding.evaluate("test", exclude_seen=False), excluding.evaluate("test", exclude_seen=True)
+    assert kept["mrr"] != excluded["mrr"]
+    for flags, expected in (([], excluded), (["--keep-seen"], kept)):
+        capsys.readouterr()
+        assert main(["evaluate", str(tmp_path / "excluding"), "--json", *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["mrr"] == pytest.approx(expected["mrr"])
+
+
 def test_recommend(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["recommend", str(run_dir), "--user", "7", "--k", "5", "--json"]) == 0

@@ -194,13 +194,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from intentrec.runs import load_run
 
     run = load_run(Path(args.run_dir))
-    exclude = True if args.exclude_seen else None
+    # --exclude-seen / --keep-seen override the run's eval.exclude_seen; neither: the run's own protocol
+    exclude = True if args.exclude_seen else False if args.keep_seen else None
     result = run.evaluate(args.split, exclude_seen=exclude)
     if args.json:
         print(json.dumps(result))
         return 0
+    excluded = run.config.eval.exclude_seen if exclude is None else exclude
     print(f"{args.run_dir}: {args.split} split, full ranking over {run.store.n_items:,} items, "
-          f"seen items {'excluded' if exclude or run.config.eval.exclude_seen else 'kept'}")  # fmt: skip
+          f"seen items {'excluded' if excluded else 'kept'}")  # fmt: skip
     _print_metrics({"all": result, **result["by_activity"], **result["by_item_popularity"]})
     cuts = ", ".join(f"{k} {v}" for k, v in result["activity_cuts"].items())
     print(f"activity slices by the user's training interactions: {cuts}")
@@ -415,7 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="full-ranking metrics of a trained run")
     p.add_argument("run_dir")
     p.add_argument("--split", choices=("valid", "test"), default="test")
-    p.add_argument("--exclude-seen", action="store_true", help="never rank items the user has already seen")
+    seen = p.add_mutually_exclusive_group()
+    seen.add_argument("--exclude-seen", action="store_true", help="never rank items the user has already seen")
+    seen.add_argument("--keep-seen", action="store_true", help="rank every item, even where the run's config "
+                      "excludes seen ones (eval.exclude_seen)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
