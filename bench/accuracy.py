@@ -167,6 +167,10 @@ def _write_record(data: str, model: str, seed: int, env: dict[str, str], threads
         excluded = seen_excluded(run, env)
         if excluded is not None:
             summary["test_seen_excluded"] = excluded
+    if exclude_seen_config(data, model):
+        kept = scored(run, env, "test_seen_kept.json", "--keep-seen")
+        if kept is not None:
+            summary["test_seen_kept"] = kept
     if data == "synthetic":
         summary["test_true_intents"] = true_intents(run)
     info = machine("cpu")
@@ -180,13 +184,24 @@ def _write_record(data: str, model: str, seed: int, env: dict[str, str], threads
 
 def seen_excluded(run: Path, env: dict[str, str]) -> dict[str, Any] | None:
     """Test metrics of ``run`` with the user's earlier items left out of the ranking (computed once)."""
-    cached = run / "test_seen_excluded.json"
+    return scored(run, env, "test_seen_excluded.json", "--exclude-seen")
+
+
+def exclude_seen_config(data: str, model: str) -> bool:
+    """Whether the frozen config validates and tests with the user's earlier items excluded (eval.exclude_seen)."""
+    settings = tomllib.loads((CONFIGS / data / f"{model}.toml").read_text())
+    return bool(settings.get("eval", {}).get("exclude_seen", False))
+
+
+def scored(run: Path, env: dict[str, str], name: str, flag: str) -> dict[str, Any] | None:
+    """Test metrics of ``run`` under ``intentrec evaluate``'s protocol ``flag`` (--exclude-seen or
+    --keep-seen), computed once and cached in the run folder as ``name``."""
+    cached = run / name
     if not cached.exists():
-        command = [sys.executable, "-m", "intentrec.cli", "evaluate", str(run), "--split", "test", "--exclude-seen",
-                   "--json"]  # fmt: skip
+        command = [sys.executable, "-m", "intentrec.cli", "evaluate", str(run), "--split", "test", flag, "--json"]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            print(f"  FAILED evaluate --exclude-seen {run.name}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+            print(f"  FAILED evaluate {flag} {run.name}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
             return None
         cached.write_text(done.stdout.strip().splitlines()[-1] + "\n")
     loaded: dict[str, Any] = json.loads(cached.read_text())
@@ -234,6 +249,14 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         for metric in ("hr@10", "ndcg@10"):
             values = [s["test_seen_excluded"][metric] for s in summaries]
             out[f"test_excluded_{metric}"] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+    if all("test_seen_kept" in s for s in summaries):  # a config scored with earlier items excluded, also kept
+        for metric in METRICS:
+            values = [s["test_seen_kept"][metric] for s in summaries]
+            out[f"test_kept_{metric}"] = {
                 "mean": statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "values": values,
@@ -295,8 +318,7 @@ def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dic
                 entry = aggregate(found)
                 # a run validated and tested with earlier items excluded has no seen-kept score: its "test_" keys
                 # are seen-excluded ones, and the report must not set them beside other models' seen-kept scores
-                settings = tomllib.loads((CONFIGS / data / f"{model}.toml").read_text())
-                entry["eval_exclude_seen"] = bool(settings.get("eval", {}).get("exclude_seen", False))
+                entry["eval_exclude_seen"] = exclude_seen_config(data, model)
                 table.setdefault(data, {})[model] = entry
             elif model in previous.get("results", {}).get(data, {}):
                 entry = previous["results"][data][model]
@@ -308,6 +330,14 @@ def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dic
 def cell(entry: dict[str, Any], key: str) -> str:
     value = entry[key]
     return f"{value['mean']:.4f} ± {value['std']:.4f}" if entry["seeds"] > 1 else f"{value['mean']:.4f}"
+
+
+def kept_cell(entry: dict[str, Any], metric: str) -> str:
+    """The seen-kept test score of ``metric``: for a config validated with earlier items excluded, its
+    best model scored again with them kept (``test_kept_``), or "-" where that was not scored."""
+    if not entry.get("eval_exclude_seen"):
+        return cell(entry, f"test_{metric}")
+    return cell(entry, f"test_kept_{metric}") if f"test_kept_{metric}" in entry else "-"
 
 
 def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
@@ -337,8 +367,7 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
         for model, entry in models.items():
             mark = " †" if "carried_from" in entry else ""
             mark += " ‡" if entry.get("eval_exclude_seen") else ""
-            kept = " | ".join("-" if entry.get("eval_exclude_seen") else cell(entry, f"test_{m}")
-                              for m in ("hr@10", "ndcg@10", "mrr"))  # fmt: skip
+            kept = " | ".join(kept_cell(entry, m) for m in ("hr@10", "ndcg@10", "mrr"))
             row = (
                 f"| {model}{mark} | {entry['seeds']} | {kept} | {cell(entry, 'valid_ndcg@10')} | "
                 f"{cell(entry, 'test_coverage@10')} | {entry['train_seconds']:.0f} |"
@@ -357,8 +386,9 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                       "S3-Rec's numbers): the published rows are repeated there, like for like."]  # fmt: skip
         if any(e.get("eval_exclude_seen") for e in models.values()):
             lines += ["", "‡ validated and tested with the user's earlier items excluded (its config's "
-                      "`eval.exclude_seen`, as the implementation it reproduces): no seen-kept test score; its "
-                      "validation NDCG@10 is seen-excluded too."]  # fmt: skip
+                      "`eval.exclude_seen`, as the implementation it reproduces), so its validation NDCG@10 is "
+                      "seen-excluded too; its seen-kept test scores are the same best model scored again with "
+                      "earlier items kept (`intentrec evaluate --keep-seen`), \"-\" where not yet scored."]  # fmt: skip
         carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
         if carried:
             lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "
