@@ -1,0 +1,72 @@
+"""The accuracy benchmark's tables: aggregation over seeds, the seen-kept columns of a model validated
+with earlier items excluded, and the verdicts of the standing table, against hand-computed values."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import accuracy
+import report
+
+
+def summary(test_ndcg: float, kept_ndcg: float | None = None) -> dict[str, Any]:
+    metrics = {"hr@10": 2 * test_ndcg, "ndcg@10": test_ndcg, "mrr": test_ndcg / 2, "coverage@10": 0.5}
+    out: dict[str, Any] = {
+        "valid": dict(metrics),
+        "test": dict(metrics),
+        "test_seen_excluded": dict(metrics),
+        "train_seconds": 10.0,
+        "best_epoch": 3,
+    }
+    if kept_ndcg is not None:
+        out["test_seen_kept"] = {"hr@10": 2 * kept_ndcg, "ndcg@10": kept_ndcg, "mrr": kept_ndcg / 2, "coverage@10": 0.4}
+    return out
+
+
+def test_aggregate_gives_the_seen_kept_scores_mean_and_sample_std() -> None:
+    entry = accuracy.aggregate([summary(0.05, kept_ndcg=0.04), summary(0.06, kept_ndcg=0.05)])
+    assert entry["seeds"] == 2
+    assert entry["test_kept_ndcg@10"]["mean"] == pytest.approx(0.045)
+    # sample std of (0.04, 0.05): sqrt(2 * 0.005^2 / 1) = 0.0070711
+    assert entry["test_kept_ndcg@10"]["std"] == pytest.approx(0.0070711, abs=1e-7)
+    assert entry["test_kept_hr@10"]["values"] == pytest.approx([0.08, 0.10])
+    assert entry["test_excluded_ndcg@10"]["mean"] == pytest.approx(0.055)
+
+
+def test_aggregate_has_no_seen_kept_score_unless_every_seed_has_one() -> None:
+    entry = accuracy.aggregate([summary(0.05, kept_ndcg=0.04), summary(0.06)])
+    assert not any(key.startswith("test_kept_") for key in entry)
+
+
+def test_kept_cell_shows_a_dash_only_where_an_excluded_protocol_model_was_not_scored_kept() -> None:
+    plain = accuracy.aggregate([summary(0.05), summary(0.07)])
+    assert accuracy.kept_cell(plain, "ndcg@10") == "0.0600 ± 0.0141"
+    excluded = {**accuracy.aggregate([summary(0.05)]), "eval_exclude_seen": True}
+    assert accuracy.kept_cell(excluded, "ndcg@10") == "-"
+    scored = {**accuracy.aggregate([summary(0.05, kept_ndcg=0.0412)]), "eval_exclude_seen": True}
+    assert accuracy.kept_cell(scored, "ndcg@10") == "0.0412"
+    assert accuracy.kept_cell(scored, "hr@10") == "0.0824"
+
+
+def test_ours_never_sets_a_seen_excluded_score_in_the_seen_kept_place() -> None:
+    excluded = {**accuracy.aggregate([summary(0.05)]), "eval_exclude_seen": True}
+    scored = {**accuracy.aggregate([summary(0.05, kept_ndcg=0.04)]), "eval_exclude_seen": True}
+    table = {"results": {"beauty": {"sasrec-ss": excluded, "other": scored}}}
+    assert report.ours(table, "beauty", "sasrec-ss") is None
+    assert report.ours(table, "beauty", "sasrec-ss", excluded=True) == pytest.approx((0.10, 0.05, 1))
+    assert report.ours(table, "beauty", "other") == pytest.approx((0.08, 0.04, 1))
+    assert report.ours(table, "toys", "sasrec-ss") is None
+
+
+def test_verdicts_against_published_numbers() -> None:
+    assert report.verdict("within10", 0.0284, 0.0318) == "missed (-11%)"
+    assert report.verdict("within10", 0.0290, 0.0318) == "met (-9%)"
+    assert report.verdict("at_least", 0.0544, 0.0614) == "missed (-11%)"
+    assert report.verdict("at_least", 0.0490, 0.0482) == "met (+2%)"
+    assert report.verdict("at_least", 0.1, 0.0).startswith("no verdict")
