@@ -1,0 +1,169 @@
+"""Benchmark: what the intent heads' supervision adds to next-item accuracy, by its weight lambda.
+
+IntentRec's item predictor attends over its intent heads; the heads are trained on the session-intent
+labels with weight ``model.intent_lambda`` (the config's default 0.3). With lambda 0 the heads and the
+attention over them stay in the model but no intent label trains them, so the run isolates what the
+supervision adds, apart from the architecture. Each lambda trains the frozen ``configs/<data>/<config>.toml``
+with ``--set model.intent_lambda=<lambda>`` for a fixed, short budget (``--epochs``; the learning rate
+falls linearly to 0 over it, so every run finishes its schedule) and records, per epoch, the
+validation NDCG@10 (the protocol of the config) and, at the best epoch, the intent heads' validation
+quality. Validation only: this is a tuning question, never answered on the test split.
+Runs go to ``bench/runs/intent_lambda/`` (ignored), and a finished run is reused.
+Results: bench/results/intent_lambda_<data>-<config>.{json,md,png}.
+
+    python bench/intent_lambda.py --data beauty --lambdas 0.3 0 1 3 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from accuracy import CONFIGS, RESULTS, RUNS, replace_text
+from speed_models import machine, provenance
+
+
+def run_name(data: str, config: str, lam: float, seed: int) -> str:
+    return f"{data}-{config}-lambda{lam:g}-s{seed}"
+
+
+def train(config: Path, out: Path, lam: float, epochs: int, seed: int, threads: int) -> None:
+    """Train one lambda (unless finished; a half-trained run resumes from its checkpoint)."""
+    if (out / "summary.json").exists():
+        return
+    command = [sys.executable, "-m", "intentrec.cli", "train", "--config", str(config), "--out", str(out),
+               "--set", f"model.intent_lambda={lam}", "--set", f"train.epochs={epochs}",
+               "--set", f"train.seed={seed}"]  # fmt: skip
+    if (out / "config.toml").exists():
+        command.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    print(f"[lambda {lam:g}] training -> {out}", flush=True)
+    subprocess.run(command, env=env, check=True)
+
+
+def read_run(out: Path, lam: float) -> dict[str, Any]:
+    """The per-epoch validation curve and the best epoch's validation scores of a finished run."""
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = json.loads((out / "summary.json").read_text())
+    intents = {head: {k: v for k, v in m.items() if k != "targets"} for head, m in summary["valid"]["intents"].items()}
+    return {
+        "lambda": lam,
+        "run": out.name,
+        "best_epoch": summary["best_epoch"],
+        "valid_ndcg@10": summary["valid"]["ndcg@10"],
+        "valid_hr@10": summary["valid"]["hr@10"],
+        "valid_intents": intents,
+        "epochs": [r["epoch"] for r in epochs],  # numbered as the run numbers them (and its best_epoch)
+        "curve": [r["valid"]["ndcg@10"] for r in epochs],
+        "train_seconds": summary["train_seconds"],
+    }
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    rows = payload["results"]
+    reference = next((r for r in rows if r["lambda"] == payload["config_lambda"]), rows[0])
+    lines = [
+        f"# What the intent supervision adds: {payload['data']}, {payload['config']}, by intent_lambda",
+        "",
+        *provenance(payload["command"], payload),
+        f"Each run: `configs/{payload['data']}/{payload['config']}.toml` with `model.intent_lambda` set, "
+        f"{payload['epochs']} epochs (the learning rate falls linearly to 0 over them), seed {payload['seed']}. "
+        "Validation only (the config's protocol). With lambda 0 the heads stay in the model, untrained: the "
+        "item predictor still attends over them, so that row isolates the supervision.",
+        "",
+        "| intent_lambda | best valid NDCG@10 | against the config's lambda | best epoch | valid HR@10 | "
+        "intent heads at the best epoch (validation) | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        heads = "; ".join(
+            f"{head}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) for head, m in r["valid_intents"].items()
+        )
+        change = r["valid_ndcg@10"] / reference["valid_ndcg@10"] - 1
+        lines.append(
+            f"| {r['lambda']:g} | {r['valid_ndcg@10']:.4f} | {change:+.1%} | {r['best_epoch']} | "
+            f"{r['valid_hr@10']:.4f} | {heads} | {r['train_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Validation NDCG@10 per epoch:",
+        "",
+        "| epoch | " + " | ".join(f"λ {r['lambda']:g}" for r in rows) + " |",
+    ]
+    lines.append("|---|" + "---|" * len(rows))
+    for epoch in sorted({e for r in rows for e in r["epochs"]}):
+        cells = [f"{r['curve'][r['epochs'].index(epoch)]:.4f}" if epoch in r["epochs"] else "" for r in rows]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    lines += ["", f"![curves](intent_lambda_{payload['data']}-{payload['config']}.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in payload["results"]:
+        ax.plot(r["epochs"], r["curve"], marker=".", label=f"intent_lambda {r['lambda']:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title(f"{payload['data']} {payload['config']}: next-item accuracy by intent-loss weight")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="beauty")
+    parser.add_argument("--config", default="intentrec-v3", help="frozen config under configs/<data>/")
+    parser.add_argument("--lambdas", nargs="+", type=float, default=[0.3, 0.0, 1.0, 3.0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=Path, default=RUNS / "intent_lambda", help="where the runs go")
+    args = parser.parse_args()
+    config = CONFIGS / args.data / f"{args.config}.toml"
+    if not config.exists():
+        parser.error(f"no frozen config {config}")
+    from intentrec.config import load_config
+
+    config_lambda = load_config(config).model.intent_lambda
+    command = "python bench/intent_lambda.py " + " ".join(sys.argv[1:])
+    rows = []
+    for lam in args.lambdas:
+        out = args.runs / run_name(args.data, args.config, lam, args.seed)
+        train(config, out, lam, args.epochs, args.seed, args.threads)
+        rows.append(read_run(out, lam))
+    payload = {
+        "benchmark": "intent_lambda",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": {**machine("cpu"), "torch_threads": args.threads},
+        "data": args.data,
+        "config": args.config,
+        "config_lambda": config_lambda,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "results": rows,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"intent_lambda_{args.data}-{args.config}"
+    replace_text(stem.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
+    replace_text(stem.with_suffix(".md"), markdown(payload))
+    plot(payload, stem.with_suffix(".png"))
+    print(f"-> {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
