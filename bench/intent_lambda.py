@@ -74,8 +74,9 @@ def markdown(payload: dict[str, Any]) -> str:
         *provenance(payload["command"], payload),
         f"Each run: `configs/{payload['data']}/{payload['config']}.toml` with `model.intent_lambda` set, "
         f"{payload['epochs']} epochs (the learning rate falls linearly to 0 over them), seed {payload['seed']}. "
-        "Validation only (the config's protocol). With lambda 0 the heads stay in the model, untrained: the "
-        "item predictor still attends over them, so that row isolates the supervision.",
+        "Validation only (the config's protocol). With lambda 0 the heads stay in the model and the item predictor "
+        "still attends over them, but no intent label trains them (only the item loss shapes them, and their "
+        "intent scores fall to chance), so that row isolates what the intent labels add.",
         "",
         "| intent_lambda | best valid NDCG@10 | against the config's lambda | best epoch | valid HR@10 | "
         "intent heads at the best epoch (validation) | train s |",
@@ -113,6 +114,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in payload["results"]:
         ax.plot(r["epochs"], r["curve"], marker=".", label=f"intent_lambda {r['lambda']:g}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
     ax.set_title(f"{payload['data']} {payload['config']}: next-item accuracy by intent-loss weight")

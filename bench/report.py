@@ -238,7 +238,7 @@ def main() -> None:
             f"**What the intent supervision adds, {s['data']} {s['config']}** (validation NDCG@10, seed {s['seed']}, "
             f"{s['epochs']} epochs, [{sweep.stem}.md]({sweep.stem}.md)): "
             + ", ".join(f"intent_lambda {r['lambda']:g}: {r['valid_ndcg@10']:.4f}" for r in s["results"])
-            + " (0: the heads kept but untrained).",
+            + " (0: the heads kept, no intent label training them).",
             "",
         ]
     insights = load("insights")
