@@ -51,7 +51,9 @@ def read_run(out: Path, lam: float) -> dict[str, Any]:
     """The per-epoch validation curve and the best epoch's validation scores of a finished run."""
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary = json.loads((out / "summary.json").read_text())
-    intents = {head: {k: v for k, v in m.items() if k != "targets"} for head, m in summary["valid"]["intents"].items()}
+    intents = {
+        head: {k: v for k, v in m.items() if k != "targets"} for head, m in summary["valid"].get("intents", {}).items()
+    }
     return {
         "lambda": lam,
         "run": out.name,
@@ -76,15 +78,24 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{payload['epochs']} epochs (the learning rate falls linearly to 0 over them), seed {payload['seed']}. "
         "Validation only (the config's protocol). With lambda 0 the heads stay in the model and the item predictor "
         "still attends over them, but no intent label trains them (only the item loss shapes them, and their "
-        "intent scores fall to chance), so that row isolates what the intent labels add.",
+        "intent scores fall to chance), so that row isolates what the intent labels add."
+        + (
+            " This config has no intent heads (V0): intent_lambda changes nothing, and the run is the "
+            "reference without them."
+            if payload.get("variant") == "V0"
+            else ""
+        ),
         "",
         "| intent_lambda | best valid NDCG@10 | against the config's lambda | best epoch | valid HR@10 | "
         "intent heads at the best epoch (validation) | train s |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        heads = "; ".join(
-            f"{head}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) for head, m in r["valid_intents"].items()
+        heads = (
+            "; ".join(
+                f"{head}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) for head, m in r["valid_intents"].items()
+            )
+            or "none"
         )
         change = r["valid_ndcg@10"] / reference["valid_ndcg@10"] - 1
         lines.append(
@@ -140,7 +151,8 @@ def main() -> None:
         parser.error(f"no frozen config {config}")
     from intentrec.config import load_config
 
-    config_lambda = load_config(config).model.intent_lambda
+    frozen = load_config(config).model
+    config_lambda = frozen.intent_lambda
     command = "python bench/intent_lambda.py " + " ".join(sys.argv[1:])
     rows = []
     for lam in args.lambdas:
@@ -155,6 +167,7 @@ def main() -> None:
         "data": args.data,
         "config": args.config,
         "config_lambda": config_lambda,
+        "variant": frozen.variant,
         "epochs": args.epochs,
         "seed": args.seed,
         "results": rows,

@@ -234,11 +234,14 @@ def main() -> None:
         ]
     for sweep in sorted(RESULTS.glob("intent_lambda_*.json")):  # what the intent labels add (validation)
         s = json.loads(sweep.read_text())
+        if s.get("variant") == "V0":
+            scores = f"no intent heads: {s['results'][0]['valid_ndcg@10']:.4f}."
+        else:
+            scores = (", ".join(f"intent_lambda {r['lambda']:g}: {r['valid_ndcg@10']:.4f}" for r in s["results"])
+                      + " (0: the heads kept, no intent label training them).")  # fmt: skip
         lines += [
             f"**What the intent supervision adds, {s['data']} {s['config']}** (validation NDCG@10, seed {s['seed']}, "
-            f"{s['epochs']} epochs, [{sweep.stem}.md]({sweep.stem}.md)): "
-            + ", ".join(f"intent_lambda {r['lambda']:g}: {r['valid_ndcg@10']:.4f}" for r in s["results"])
-            + " (0: the heads kept, no intent label training them).",
+            f"{s['epochs']} epochs, [{sweep.stem}.md]({sweep.stem}.md)): " + scores,
             "",
         ]
     insights = load("insights")
