@@ -238,7 +238,8 @@ def main() -> None:
             scores = f"no intent heads: {s['results'][0]['valid_ndcg@10']:.4f}."
         else:
             scores = (", ".join(f"intent_lambda {r['lambda']:g}: {r['valid_ndcg@10']:.4f}" for r in s["results"])
-                      + " (0: the heads kept, no intent label training them).")  # fmt: skip
+                      + (" (0: the heads kept, no intent label training them)" if any(r["lambda"] == 0 for r in
+                         s["results"]) else "") + ".")  # fmt: skip
         lines += [
             f"**What the intent supervision adds, {s['data']} {s['config']}** (validation NDCG@10, seed {s['seed']}, "
             f"{s['epochs']} epochs, [{sweep.stem}.md]({sweep.stem}.md)): " + scores,
