@@ -316,8 +316,8 @@ def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dic
                 print(f"  {data}/{model}: {superseded} record(s) of an earlier config left out", flush=True)
             if found:
                 entry = aggregate(found)
-                # a run validated and tested with earlier items excluded has no seen-kept score: its "test_" keys
-                # are seen-excluded ones, and the report must not set them beside other models' seen-kept scores
+                # a run validated and tested with earlier items excluded: its "test_" keys are seen-excluded ones,
+                # never set beside other models' seen-kept scores; its seen-kept scores are "test_kept_"
                 entry["eval_exclude_seen"] = exclude_seen_config(data, model)
                 table.setdefault(data, {})[model] = entry
             elif model in previous.get("results", {}).get(data, {}):
