@@ -243,32 +243,23 @@ def true_intents(run: Path) -> dict[str, Any]:
     return out
 
 
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one seed) and the values themselves."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}  # fmt: skip
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": len(summaries)}
     if all("test_seen_excluded" in s for s in summaries):
         for metric in ("hr@10", "ndcg@10"):
-            values = [s["test_seen_excluded"][metric] for s in summaries]
-            out[f"test_excluded_{metric}"] = {
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values,
-            }
+            out[f"test_excluded_{metric}"] = spread([s["test_seen_excluded"][metric] for s in summaries])
     if all("test_seen_kept" in s for s in summaries):  # a config scored with earlier items excluded, also kept
         for metric in METRICS:
-            values = [s["test_seen_kept"][metric] for s in summaries]
-            out[f"test_kept_{metric}"] = {
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values,
-            }
+            out[f"test_kept_{metric}"] = spread([s["test_seen_kept"][metric] for s in summaries])
     for split in ("valid", "test"):
         for metric in METRICS:
-            values = [s[split][metric] for s in summaries]
-            out[f"{split}_{metric}"] = {
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values,
-            }
+            out[f"{split}_{metric}"] = spread([s[split][metric] for s in summaries])
     out["train_seconds"] = statistics.fmean(s["train_seconds"] for s in summaries)
     out["best_epoch"] = [s["best_epoch"] for s in summaries]
     truth = [s["test_true_intents"] for s in summaries if s.get("test_true_intents")]
