@@ -7,11 +7,14 @@ supervision adds, apart from the architecture. Each lambda trains the frozen ``c
 with ``--set model.intent_lambda=<lambda>`` for a fixed, short budget (``--epochs``; the learning rate
 falls linearly to 0 over it, so every run finishes its schedule) and records, per epoch, the
 validation NDCG@10 (the protocol of the config) and, at the best epoch, the intent heads' validation
-quality. Validation only: this is a tuning question, never answered on the test split.
+quality. With several ``--seeds`` each lambda's scores are the mean and sample standard deviation over
+them, and the change against the config's lambda is paired by seed (the same seed's run at each lambda).
+Validation only: this is a tuning question, never answered on the test split.
 Runs go to ``bench/runs/intent_lambda/`` (ignored), and a finished run is reused.
 Results: bench/results/intent_lambda_<data>-<config>.{json,md,png}.
 
     python bench/intent_lambda.py --data beauty --lambdas 0.3 0 1 3 --epochs 20
+    python bench/intent_lambda.py --data taobao --lambdas 0.3 0 1 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from accuracy import CONFIGS, RESULTS, RUNS, replace_text
+from accuracy import CONFIGS, RESULTS, RUNS, replace_text, spread
 from speed_models import machine, provenance
 
 
@@ -67,16 +70,61 @@ def read_run(out: Path, lam: float) -> dict[str, Any]:
     }
 
 
+def combine(lam: float, seeds: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One lambda's row over its seeds' runs (in ``seeds`` order): means, with the spread of NDCG@10.
+
+    The curve is the mean over the seeds of the epochs every run reached; the heads' scores are means.
+    With one seed the row is that run's, as before the script took several.
+    """
+    if len(runs) == 1:
+        return {**runs[0], "seeds": seeds}
+    ndcg = spread([r["valid_ndcg@10"] for r in runs])
+    common = [e for e in runs[0]["epochs"] if all(e in r["epochs"] for r in runs)]
+    intents = {
+        head: {k: sum(r["valid_intents"][head][k] for r in runs) / len(runs) for k in m}
+        for head, m in runs[0]["valid_intents"].items()
+    }
+    return {
+        "lambda": lam,
+        "seeds": seeds,
+        "run": [r["run"] for r in runs],
+        "best_epoch": [r["best_epoch"] for r in runs],
+        "valid_ndcg@10": ndcg["mean"],
+        "valid_ndcg@10_std": ndcg["std"],
+        "valid_ndcg@10_values": ndcg["values"],
+        "valid_hr@10": sum(r["valid_hr@10"] for r in runs) / len(runs),
+        "valid_intents": intents,
+        "epochs": common,
+        "curve": [sum(r["curve"][r["epochs"].index(e)] for r in runs) / len(runs) for e in common],
+        "train_seconds": sum(r["train_seconds"] for r in runs) / len(runs),
+    }
+
+
+def paired_change(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The change of ``row`` against ``reference`` per seed (run over the same seed's run, minus 1)."""
+    mine = row.get("valid_ndcg@10_values", [row["valid_ndcg@10"]])
+    theirs = reference.get("valid_ndcg@10_values", [reference["valid_ndcg@10"]])
+    return spread([a / b - 1 for a, b in zip(mine, theirs, strict=True)])
+
+
 def markdown(payload: dict[str, Any]) -> str:
     rows = payload["results"]
     reference = next((r for r in rows if r["lambda"] == payload["config_lambda"]), rows[0])
+    seeds = payload.get("seeds", [payload["seed"]])
+    several = len(seeds) > 1
     lines = [
         f"# What the intent supervision adds: {payload['data']}, {payload['config']}, by intent_lambda",
         "",
         *provenance(payload["command"], payload),
         f"Each run: `configs/{payload['data']}/{payload['config']}.toml` with `model.intent_lambda` set, "
-        f"{payload['epochs']} epochs (the learning rate falls linearly to 0 over them), seed {payload['seed']}. "
-        "Validation only (the config's protocol). With lambda 0 the heads stay in the model and the item predictor "
+        f"{payload['epochs']} epochs (the learning rate falls linearly to 0 over them), "
+        + (
+            f"seeds {', '.join(map(str, seeds))}: each score is the mean ± sample standard deviation over them, the "
+            "heads' scores and the curve are means, and the change against the config's lambda is paired by seed. "
+            if several
+            else f"seed {seeds[0]}. "
+        )
+        + "Validation only (the config's protocol). With lambda 0 the heads stay in the model and the item predictor "
         "still attends over them, but no intent label trains them (only the item loss shapes them, and their "
         "intent scores fall to chance), so that row isolates what the intent labels add."
         + (
@@ -97,14 +145,20 @@ def markdown(payload: dict[str, Any]) -> str:
             )
             or "none"
         )
-        change = r["valid_ndcg@10"] / reference["valid_ndcg@10"] - 1
+        change = paired_change(r, reference)
+        if several:
+            score = f"{r['valid_ndcg@10']:.4f} ± {r['valid_ndcg@10_std']:.4f}"
+            moved = f"{change['mean']:+.1%} ± {change['std']:.1%}"
+            best = ", ".join(map(str, r["best_epoch"]))
+        else:
+            score, moved, best = f"{r['valid_ndcg@10']:.4f}", f"{change['mean']:+.1%}", str(r["best_epoch"])
         lines.append(
-            f"| {r['lambda']:g} | {r['valid_ndcg@10']:.4f} | {change:+.1%} | {r['best_epoch']} | "
-            f"{r['valid_hr@10']:.4f} | {heads} | {r['train_seconds']:.0f} |"
+            f"| {r['lambda']:g} | {score} | {moved} | {best} | {r['valid_hr@10']:.4f} | {heads} | "
+            f"{r['train_seconds']:.0f} |"
         )
     lines += [
         "",
-        "Validation NDCG@10 per epoch:",
+        "Validation NDCG@10 per epoch" + (" (mean over the seeds):" if several else ":"),
         "",
         "| epoch | " + " | ".join(f"λ {r['lambda']:g}" for r in rows) + " |",
     ]
@@ -128,7 +182,9 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
-    ax.set_title(f"{payload['data']} {payload['config']}: next-item accuracy by intent-loss weight")
+    seeds = payload.get("seeds", [payload["seed"]])
+    mean = f", mean of {len(seeds)} seeds" if len(seeds) > 1 else ""
+    ax.set_title(f"{payload['data']} {payload['config']}: next-item accuracy by intent-loss weight{mean}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -142,7 +198,7 @@ def main() -> None:
     parser.add_argument("--config", default="intentrec-v3", help="frozen config under configs/<data>/")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.3, 0.0, 1.0, 3.0])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="each lambda is trained once per seed")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=RUNS / "intent_lambda", help="where the runs go")
     args = parser.parse_args()
@@ -154,11 +210,13 @@ def main() -> None:
     frozen = load_config(config).model
     config_lambda = frozen.intent_lambda
     command = "python bench/intent_lambda.py " + " ".join(sys.argv[1:])
-    rows = []
-    for lam in args.lambdas:
-        out = args.runs / run_name(args.data, args.config, lam, args.seed)
-        train(config, out, lam, args.epochs, args.seed, args.threads)
-        rows.append(read_run(out, lam))
+    runs: dict[float, list[dict[str, Any]]] = {lam: [] for lam in args.lambdas}
+    for seed in args.seeds:  # seed by seed, so that a stopped sweep has every lambda at its first seeds
+        for lam in args.lambdas:
+            out = args.runs / run_name(args.data, args.config, lam, seed)
+            train(config, out, lam, args.epochs, seed, args.threads)
+            runs[lam].append(read_run(out, lam))
+    rows = [combine(lam, args.seeds, runs[lam]) for lam in args.lambdas]
     payload = {
         "benchmark": "intent_lambda",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -169,7 +227,8 @@ def main() -> None:
         "config_lambda": config_lambda,
         "variant": frozen.variant,
         "epochs": args.epochs,
-        "seed": args.seed,
+        "seed": args.seeds[0],
+        "seeds": args.seeds,
         "results": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,13 @@ def chosen_intentrec(accuracy: dict[str, Any], data: str) -> str:
     return max(scored)[1] if scored else "intentrec-v3"
 
 
+def seeds_phrase(seeds: list[int]) -> str:
+    """ "seed 0", or "seeds 0, 1, 2 (mean ± std)" for a score averaged over several."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds))} (mean ± std)"
+
+
 def verdict(kind: str, value: float, published: float) -> str:
     if published <= 0:  # a baseline that learned nothing: no ratio to give
         return "no verdict: the baseline learned nothing (0)"
@@ -237,11 +244,14 @@ def main() -> None:
         if s.get("variant") == "V0":
             scores = f"no intent heads: {s['results'][0]['valid_ndcg@10']:.4f}."
         else:
-            scores = (", ".join(f"intent_lambda {r['lambda']:g}: {r['valid_ndcg@10']:.4f}" for r in s["results"])
+            scores = (", ".join(f"intent_lambda {r['lambda']:g}: {r['valid_ndcg@10']:.4f}"
+                                + (f" ± {r['valid_ndcg@10_std']:.4f}" if "valid_ndcg@10_std" in r else "")
+                                for r in s["results"])
                       + (" (0: the heads kept, no intent label training them)" if any(r["lambda"] == 0 for r in
                          s["results"]) else "") + ".")  # fmt: skip
         lines += [
-            f"**What the intent supervision adds, {s['data']} {s['config']}** (validation NDCG@10, seed {s['seed']}, "
+            f"**What the intent supervision adds, {s['data']} {s['config']}** (validation NDCG@10, "
+            f"{seeds_phrase(s.get('seeds', [s['seed']]))}, "
             f"{s['epochs']} epochs, [{sweep.stem}.md]({sweep.stem}.md)): " + scores,
             "",
         ]

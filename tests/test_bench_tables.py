@@ -70,3 +70,56 @@ def test_verdicts_against_published_numbers() -> None:
     assert report.verdict("at_least", 0.0544, 0.0614) == "missed (-11%)"
     assert report.verdict("at_least", 0.0490, 0.0482) == "met (+2%)"
     assert report.verdict("at_least", 0.1, 0.0).startswith("no verdict")
+
+
+def lambda_run(lam: float, seed: int, ndcg: float, curve: list[float], auc: float) -> dict[str, Any]:
+    return {
+        "lambda": lam,
+        "run": f"toy-lambda{lam:g}-s{seed}",
+        "best_epoch": curve.index(max(curve)),
+        "valid_ndcg@10": ndcg,
+        "valid_hr@10": 2 * ndcg,
+        "valid_intents": {"genre": {"auc": auc}},
+        "epochs": list(range(len(curve))),
+        "curve": curve,
+        "train_seconds": 60.0,
+    }
+
+
+def test_intent_lambda_combines_seeds_and_pairs_the_change_by_seed() -> None:
+    import intent_lambda
+
+    ref = [lambda_run(0.3, 0, 0.10, [0.05, 0.10], 0.8), lambda_run(0.3, 1, 0.12, [0.06, 0.12, 0.11], 0.7)]
+    off = [lambda_run(0.0, 0, 0.11, [0.07, 0.11], 0.5), lambda_run(0.0, 1, 0.12, [0.08, 0.12], 0.5)]
+    row_ref, row_off = intent_lambda.combine(0.3, [0, 1], ref), intent_lambda.combine(0.0, [0, 1], off)
+    assert row_ref["valid_ndcg@10"] == pytest.approx(0.11)
+    assert row_ref["valid_ndcg@10_std"] == pytest.approx(0.0141421, abs=1e-7)  # sample std of (0.10, 0.12)
+    assert row_ref["epochs"] == [0, 1]  # only the epochs every seed's run reached
+    assert row_ref["curve"] == pytest.approx([0.055, 0.11])
+    assert row_ref["valid_intents"]["genre"]["auc"] == pytest.approx(0.75)
+    assert row_ref["best_epoch"] == [1, 1]
+    # per seed: 0.11 / 0.10 - 1 = +10%, 0.12 / 0.12 - 1 = 0%
+    change = intent_lambda.paired_change(row_off, row_ref)
+    assert change["values"] == pytest.approx([0.10, 0.0])
+    assert change["mean"] == pytest.approx(0.05)
+    payload = {"data": "toy", "config": "intentrec-v3", "config_lambda": 0.3, "epochs": 2, "seed": 0,
+               "seeds": [0, 1], "results": [row_ref, row_off], "command": "python bench/intent_lambda.py",
+               "date": "2026-12-03", "machine": {"platform": "p", "cpu_count": 2, "torch": "t"}}  # fmt: skip
+    text = intent_lambda.markdown(payload)
+    assert "| 0 | 0.1150 ± 0.0071 | +5.0% ± 7.1% | 1, 1 |" in text
+    # the curve table, per epoch: the mean curves of lambda 0.3 and lambda 0
+    assert "| 0 | 0.0550 | 0.0750 |\n| 1 | 0.1100 | 0.1150 |" in text
+
+
+def test_intent_lambda_one_seed_row_is_that_run() -> None:
+    import intent_lambda
+
+    run = lambda_run(0.3, 0, 0.10, [0.05, 0.10], 0.8)
+    row = intent_lambda.combine(0.3, [0], [run])
+    assert row["valid_ndcg@10"] == 0.10 and row["best_epoch"] == 1 and row["seeds"] == [0]
+    assert intent_lambda.paired_change(row, row)["mean"] == 0.0
+
+
+def test_seeds_phrase() -> None:
+    assert report.seeds_phrase([0]) == "seed 0"
+    assert report.seeds_phrase([0, 1, 2]) == "seeds 0, 1, 2 (mean ± std)"
