@@ -269,11 +269,11 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             for head, values in truth[0].items()
         }
     intents = summaries[0]["test"].get("intents", {})
-    out["intents"] = {
+    out["intents"] = {  # the metrics every seed's record has (older records lack the newer ones)
         head: {
             metric: statistics.fmean(s["test"]["intents"][head][metric] for s in summaries)
             for metric in values
-            if metric != "targets"
+            if metric != "targets" and all(metric in s["test"]["intents"][head] for s in summaries)
         }
         for head, values in intents.items()
     }

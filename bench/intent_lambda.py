@@ -81,7 +81,11 @@ def combine(lam: float, seeds: list[int], runs: list[dict[str, Any]]) -> dict[st
     ndcg = spread([r["valid_ndcg@10"] for r in runs])
     common = [e for e in runs[0]["epochs"] if all(e in r["epochs"] for r in runs)]
     intents = {
-        head: {k: sum(r["valid_intents"][head][k] for r in runs) / len(runs) for k in m}
+        head: {
+            k: sum(r["valid_intents"][head][k] for r in runs) / len(runs)
+            for k in m
+            if all(k in r["valid_intents"][head] for r in runs)  # older runs lack the newer metrics
+        }
         for head, m in runs[0]["valid_intents"].items()
     }
     return {

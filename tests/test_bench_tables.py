@@ -123,3 +123,12 @@ def test_intent_lambda_one_seed_row_is_that_run() -> None:
 def test_seeds_phrase() -> None:
     assert report.seeds_phrase([0]) == "seed 0"
     assert report.seeds_phrase([0, 1, 2]) == "seeds 0, 1, 2 (mean ± std)"
+
+
+def test_aggregate_keeps_only_the_intent_metrics_every_seed_has() -> None:
+    old, new = summary(0.05), summary(0.07)
+    old["test"]["intents"] = {"action": {"accuracy": 0.8, "macro_f1": 0.3, "targets": 10}}
+    new["test"]["intents"] = {"action": {"accuracy": 0.9, "macro_f1": 0.4, "majority_accuracy": 0.85, "targets": 10}}
+    for order in ([old, new], [new, old]):
+        intents = accuracy.aggregate(order)["intents"]["action"]
+        assert intents == pytest.approx({"accuracy": 0.85, "macro_f1": 0.35})

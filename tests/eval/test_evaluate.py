@@ -141,3 +141,28 @@ def test_narrow_length_sorted_batches_rank_as_full_width_ones(kind: str) -> None
             scores = model.item_logits(model(batch).hidden[:, -1])  # (1, I + 1)
             assert p.ranks[n] == rank_of_target(scores, torch.tensor([s.items[target]]), None)[0]
             assert p.top[n].tolist() == scores.topk(10, dim=1).indices[0].tolist()
+
+
+def test_single_label_head_scores_against_the_majority_answer_by_hand() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from intentrec.eval.evaluate import Predictions, _intent_metrics
+
+    head = SimpleNamespace(name="action", multi_label=False, n_classes=3)
+    model = SimpleNamespace(heads=[head])
+    # five targets, classes 0 0 0 1 2; the head answers 0 0 1 1 0; the last target's label is unknown
+    truth = torch.tensor([0, 0, 0, 1, 2, 2])
+    scores = torch.eye(3)[torch.tensor([0, 0, 1, 1, 0, 2])]
+    known = torch.tensor([True, True, True, True, True, False])
+    p = Predictions(np.arange(6), np.arange(6), torch.ones(6), torch.zeros(6, 1, dtype=torch.long),
+                    {"action": scores}, {"action": truth}, {"action": known})  # fmt: skip
+    m = _intent_metrics(model, p, torch.ones(6, dtype=torch.bool))["action"]  # type: ignore[arg-type]
+    assert m["targets"] == 5
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    # always answering class 0, the most frequent of the five known labels: 3 of 5 right
+    assert m["majority_accuracy"] == pytest.approx(3 / 5)
+    # per class F1: 0: tp 2, fp 1, fn 1 -> 4/6; 1: tp 1, fp 1, fn 0 -> 2/3; 2: tp 0, fn 1 -> 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)

@@ -149,6 +149,10 @@ def _intent_metrics(model: SequentialModel, p: Predictions, sel: torch.Tensor) -
             out[head.name] = {
                 "accuracy": (predicted == truth).double().mean().item() if len(truth) else float("nan"),
                 "macro_f1": macro_f1(predicted, truth, head.n_classes),
+                # the floor a head must beat: always answering the targets' most frequent class
+                "majority_accuracy": truth.bincount(minlength=head.n_classes).max().item() / len(truth)
+                if len(truth)
+                else float("nan"),
                 "targets": len(truth),
             }
     return out
