@@ -249,6 +249,18 @@ def spread(values: list[float]) -> dict[str, Any]:
             "values": values}  # fmt: skip
 
 
+def mean_intents(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each head's metrics averaged over the seeds: those every seed has (older records lack newer ones)."""
+    return {
+        head: {
+            metric: statistics.fmean(seed[head][metric] for seed in per_seed)
+            for metric in values
+            if metric != "targets" and all(metric in seed[head] for seed in per_seed)
+        }
+        for head, values in per_seed[0].items()
+    }
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": len(summaries)}
     if all("test_seen_excluded" in s for s in summaries):
@@ -268,15 +280,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             head: {metric: statistics.fmean(t[head][metric] for t in truth) for metric in values if metric != "targets"}
             for head, values in truth[0].items()
         }
-    intents = summaries[0]["test"].get("intents", {})
-    out["intents"] = {  # the metrics every seed's record has (older records lack the newer ones)
-        head: {
-            metric: statistics.fmean(s["test"]["intents"][head][metric] for s in summaries)
-            for metric in values
-            if metric != "targets" and all(metric in s["test"]["intents"][head] for s in summaries)
-        }
-        for head, values in intents.items()
-    }
+    out["intents"] = mean_intents([s["test"].get("intents", {}) for s in summaries])
     return out
 
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from accuracy import CONFIGS, RESULTS, RUNS, replace_text, spread
+from accuracy import CONFIGS, RESULTS, RUNS, mean_intents, replace_text, spread
 from speed_models import machine, provenance
 
 
@@ -80,14 +80,6 @@ def combine(lam: float, seeds: list[int], runs: list[dict[str, Any]]) -> dict[st
         return {**runs[0], "seeds": seeds}
     ndcg = spread([r["valid_ndcg@10"] for r in runs])
     common = [e for e in runs[0]["epochs"] if all(e in r["epochs"] for r in runs)]
-    intents = {
-        head: {
-            k: sum(r["valid_intents"][head][k] for r in runs) / len(runs)
-            for k in m
-            if all(k in r["valid_intents"][head] for r in runs)  # older runs lack the newer metrics
-        }
-        for head, m in runs[0]["valid_intents"].items()
-    }
     return {
         "lambda": lam,
         "seeds": seeds,
@@ -97,7 +89,7 @@ def combine(lam: float, seeds: list[int], runs: list[dict[str, Any]]) -> dict[st
         "valid_ndcg@10_std": ndcg["std"],
         "valid_ndcg@10_values": ndcg["values"],
         "valid_hr@10": sum(r["valid_hr@10"] for r in runs) / len(runs),
-        "valid_intents": intents,
+        "valid_intents": mean_intents([r["valid_intents"] for r in runs]),
         "epochs": common,
         "curve": [sum(r["curve"][r["epochs"].index(e)] for r in runs) / len(runs) for e in common],
         "train_seconds": sum(r["train_seconds"] for r in runs) / len(runs),
@@ -111,10 +103,15 @@ def paired_change(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, A
     return spread([a / b - 1 for a, b in zip(mine, theirs, strict=True)])
 
 
+def seeds_of(payload: dict[str, Any]) -> list[int]:
+    """The seeds of a sweep (a result written before ``--seeds`` has one, ``seed``)."""
+    return list(payload.get("seeds", [payload["seed"]]))
+
+
 def markdown(payload: dict[str, Any]) -> str:
     rows = payload["results"]
     reference = next((r for r in rows if r["lambda"] == payload["config_lambda"]), rows[0])
-    seeds = payload.get("seeds", [payload["seed"]])
+    seeds = seeds_of(payload)
     several = len(seeds) > 1
     lines = [
         f"# What the intent supervision adds: {payload['data']}, {payload['config']}, by intent_lambda",
@@ -186,7 +183,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
-    seeds = payload.get("seeds", [payload["seed"]])
+    seeds = seeds_of(payload)
     mean = f", mean of {len(seeds)} seeds" if len(seeds) > 1 else ""
     ax.set_title(f"{payload['data']} {payload['config']}: next-item accuracy by intent-loss weight{mean}")
     ax.grid(alpha=0.3)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from breakdown import slice_table
+from intent_lambda import seeds_of
 from speed_models import RESULTS
 
 # Which of our models answers which published row, and the target it is held to.
@@ -251,7 +252,7 @@ def main() -> None:
                          s["results"]) else "") + ".")  # fmt: skip
         lines += [
             f"**What the intent supervision adds, {s['data']} {s['config']}** (validation NDCG@10, "
-            f"{seeds_phrase(s.get('seeds', [s['seed']]))}, "
+            f"{seeds_phrase(seeds_of(s))}, "
             f"{s['epochs']} epochs, [{sweep.stem}.md]({sweep.stem}.md)): " + scores,
             "",
         ]
