@@ -48,6 +48,9 @@ from intentrec.eval.evaluate import evaluate
 from intentrec.runs import build_model
 from intentrec.train.loop import train_epoch
 
+def memory_mb(field):  # VmRSS (now) or VmHWM (the peak so far) of this process, in MB
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":")) / 1024
+
 prepared_dir, device_name, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 config = load_config(None, sys.argv[4:])
 store = SequenceStore(load_prepared(Path(prepared_dir)))
@@ -56,6 +59,7 @@ device = torch.device(device_name)
 model = build_model(config.model, store).to(device)
 optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
 sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+rss_before = memory_mb("VmRSS")  # libraries, data, model and optimiser: what is there before any step
 times, sequences = [], 0
 for epoch in range(epochs + 1):  # epoch 0 warms up
     sync()
@@ -65,19 +69,20 @@ for epoch in range(epochs + 1):  # epoch 0 warms up
     if epoch:
         times.append(time.perf_counter() - t0)
 targets = sum(int((b.target_items > 0).sum()) for b in store.train_batches(config.train.batch_size, model.max_len))
-# FLOPs of one epoch (matmuls and attention, forward and backward, as counted by PyTorch), untimed.
-from torch.utils.flop_counter import FlopCounterMode
-with FlopCounterMode(display=False) as counter:
-    train_epoch(model, store, optimiser, None, config.train, epochs + 1, device)
 t0 = time.perf_counter()
 result = evaluate(model, store, "test", batch_size=512)
 sync()
 eval_s = time.perf_counter() - t0
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+peak = memory_mb("VmHWM")  # training and evaluation, as the peers measure it; not the FLOP count below
+# FLOPs of one epoch (matmuls and attention, forward and backward, as counted by PyTorch), untimed.
+from torch.utils.flop_counter import FlopCounterMode
+with FlopCounterMode(display=False) as counter:
+    train_epoch(model, store, optimiser, None, config.train, epochs + 1, device)
 print(json.dumps({
     "seconds_per_epoch": statistics.median(times), "epoch_seconds": [round(t, 3) for t in times],
     "sequences_per_epoch": sequences, "sequences_per_second": sequences / statistics.median(times),
-    "eval_seconds": eval_s, "eval_targets": result["targets"], "peak_rss_mb": hwm / 1024,
+    "eval_seconds": eval_s, "eval_targets": result["targets"],
+    "peak_rss_mb": peak, "rss_before_training_mb": rss_before,
     "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
     "flops_per_epoch": counter.get_total_flops(), "targets_per_epoch": targets,
     "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,

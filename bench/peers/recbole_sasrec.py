@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from peer_common import peak_rss_mb
+from peer_common import memory_mb, peak_rss_mb
 
 
 def main() -> None:
@@ -58,6 +58,7 @@ def main() -> None:
     train_data, _valid_data, test_data = data_preparation(config, dataset)
     model = SASRec(config, train_data.dataset).to("cpu")
     trainer = Trainer(config, model)
+    rss_before_training = memory_mb("VmRSS")  # the optimiser exists, no step has run
     seconds = []
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -78,6 +79,7 @@ def main() -> None:
             "ndcg@10": float(result["ndcg@10"]),
             "parameters": sum(p.numel() for p in model.parameters()),
             "peak_rss_mb": peak_rss_mb(),
+            "rss_before_training_mb": rss_before_training,
             "versions": {
                 "recbole": __import__("importlib.metadata").metadata.version("recbole"),
                 "torch": torch.__version__,

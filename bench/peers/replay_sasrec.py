@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from peer_common import peak_rss_mb
+from peer_common import memory_mb, peak_rss_mb
 
 
 def main() -> None:
@@ -68,6 +68,9 @@ def main() -> None:
         def __init__(self) -> None:
             self.seconds: list[float] = []
 
+        def on_train_start(self, trainer, module) -> None:  # the optimiser exists, no step has run
+            self.rss_before_training_mb = memory_mb("VmRSS")
+
         def on_train_epoch_start(self, trainer, module) -> None:
             self.started = time.perf_counter()
 
@@ -114,6 +117,7 @@ def main() -> None:
             "ndcg@10": gains / len(user_codes),
             "parameters": sum(p.numel() for p in model.parameters()),
             "peak_rss_mb": peak_rss_mb(),
+            "rss_before_training_mb": timer.rss_before_training_mb,
             "versions": {
                 "replay-rec": __import__("importlib.metadata").metadata.version("replay-rec"),
                 "torch": torch.__version__,
