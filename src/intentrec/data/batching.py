@@ -6,7 +6,10 @@ batch is gathered with one fancy index of shape (B, L): no Python loop over user
 Training batches (``split="train"``) hold, per user, the last ``max_len + 1`` training interactions:
 inputs are interactions ``0..n-2`` of that window and targets ``1..n-1`` (the next item and its intent
 labels at every position). Evaluation batches hold, per target interaction, the ``max_len``
-interactions before it, and the target at the last position.
+interactions before it, and the target at the last position. Training can take its batches that way
+too (``samples="prefixes"``: one row per training target, shuffled across users), as the trainers of
+S3-Rec's successors (FMLP-Rec, BSARec, WEARec) do: every prediction is then made from the last
+position, as at inference, and an epoch has one step per ``batch_size`` targets instead of users.
 
 A training or evaluation batch is as wide as its longest row (at most ``max_len``): columns that are
 padding in every row are left out, which changes no model's output at a real position (every model
@@ -29,9 +32,10 @@ import torch
 
 from intentrec.data.sequences import Prepared
 
-__all__ = ["Batch", "SequenceStore", "flat_ranges", "gap_bucket", "length_groups"]
+__all__ = ["Batch", "Samples", "SequenceStore", "flat_ranges", "gap_bucket", "length_groups"]
 
 Split = Literal["train", "valid", "test"]
+Samples = Literal["sequences", "prefixes"]  # a training row: a user's whole window, or one target's history
 GAP_BUCKETS = 16  # bucketed log2 time gaps; 0 = padding, 1 = first interaction / no timestamps
 
 
@@ -245,6 +249,16 @@ class SequenceStore:
         """Row numbers (into `users`) of users with at least two training interactions."""
         return np.flatnonzero(self.train_end >= 2)
 
+    def train_targets(self) -> np.ndarray:
+        """Flat indices of every training target: each training interaction after a user's first."""
+        rows = self.train_users()
+        return flat_ranges(self.offsets[rows] + 1, self.train_end[rows] - 1)
+
+    def train_steps(self, batch_size: int, samples: Samples = "sequences") -> int:
+        """Batches in one training epoch: one per ``batch_size`` users, or targets with ``"prefixes"``."""
+        rows = len(self.train_targets()) if samples == "prefixes" else len(self.train_users())
+        return -(-rows // batch_size)
+
     def _gather(self, end: np.ndarray, length: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, L) flat indices of the ``length`` interactions ending before ``end``; -1 where padded."""
         cols = np.arange(max_len)[None, :]
@@ -301,8 +315,17 @@ class SequenceStore:
         )
 
     # -- iterators -------------------------------------------------------------------------------
-    def train_batches(self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0) -> Iterator[Batch]:
-        """Every training user once; next-item targets at every position."""
+    def train_batches(
+        self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0, samples: Samples = "sequences"
+    ) -> Iterator[Batch]:
+        """Every training user once, with next-item targets at every position; or, with
+        ``samples="prefixes"``, every training target once, as the last position of its own row."""
+        if samples == "prefixes":
+            targets = self.train_targets()
+            if shuffle:
+                targets = np.random.default_rng(seed).permutation(targets)
+            yield from self._target_batches(targets, batch_size, max_len)
+            return
         rows = self.train_users()
         if shuffle:
             rows = np.random.default_rng(seed).permutation(rows)
@@ -328,8 +351,11 @@ class SequenceStore:
         """One row per target of the split: the ``max_len`` interactions before it, target at the end.
         Targets come in their `targets` order, or in ``order`` (a permutation of it, see `length_order`)."""
         targets = self.targets(split)
-        if order is not None:
-            targets = targets[order]
+        yield from self._target_batches(targets if order is None else targets[order], batch_size, max_len)
+
+    def _target_batches(self, targets: np.ndarray, batch_size: int, max_len: int) -> Iterator[Batch]:
+        """Batches of one row per target (flat index, in the order given): its ``max_len`` interactions
+        before it, the target at the last position."""
         owner = np.searchsorted(self.offsets, targets, side="right") - 1
         for start in range(0, len(targets), batch_size):
             t = targets[start : start + batch_size]
