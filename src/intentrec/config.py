@@ -181,10 +181,10 @@ class TrainConfig:
     # each batch computed as up to this many groups of rows of similar length, losses weighted by their
     # share of the batch's targets: the same update as the whole batch, less padding (Batch.split_by_length)
     length_groups: int = 1
-    # a training row: each user's latest window with a target at every position ("sequences"), or each
-    # training target alone at the last position of its own history ("prefixes", as FMLP-Rec's, BSARec's
-    # and WEARec's trainers on S3-Rec's files): every prediction made as at inference; an epoch still
-    # sees every target once, but in batch_size-target steps
+    # a training row: each user's latest window (max_len + 1 training interactions) with a target at every
+    # position ("sequences"), or each of those targets alone at the last position of its own history
+    # ("prefixes", as FMLP-Rec's, BSARec's and WEARec's trainers on S3-Rec's files): every prediction made
+    # as at inference; an epoch sees the same targets, in steps of batch_size targets instead of users
     samples: Literal["sequences", "prefixes"] = "sequences"
 
     def __post_init__(self) -> None:

@@ -138,29 +138,32 @@ def test_prefix_training_batches_by_hand() -> None:
     u = [item[f"i{k}"] for k in range(5)]
     v = [item[f"i{k}"] for k in (9, 8, 7, 6)]
     # u trains on i0 i1 i2 (targets i1, i2), v on i9 i8 (target i8): three rows, each target at the end
-    assert store.train_steps(8, "prefixes") == 1 and store.train_steps(2, "prefixes") == 2
-    assert store.train_steps(8) == 1 and store.train_steps(1) == 2  # users
+    assert store.train_steps(8, 4, "prefixes") == 1 and store.train_steps(2, 4, "prefixes") == 2
+    assert store.train_steps(8, 4) == 1 and store.train_steps(1, 4) == 2  # users
+    assert store.train_steps(1, 1, "prefixes") == 2  # u's window at max_len 1 holds one target, i2
     batch = next(store.train_batches(8, max_len=4, shuffle=False, samples="prefixes"))
     assert batch.items.tolist() == [[0, u[0]], [u[0], u[1]], [0, v[0]]]
     assert batch.target_items.tolist() == [[0, u[1]], [0, u[2]], [0, v[1]]]
     assert batch.mask.tolist() == [[False, True], [True, True], [False, True]]
     assert batch.intent_target_mask["action"][:, 0].tolist() == [False, False, False]
-    short = next(store.train_batches(8, max_len=1, shuffle=False, samples="prefixes"))  # max_len caps each row
-    assert short.items.tolist() == [[u[0]], [u[1]], [v[0]]]
+    short = next(store.train_batches(8, max_len=1, shuffle=False, samples="prefixes"))  # the windows' targets
+    assert short.items.tolist() == [[u[1]], [v[0]]] and short.target_items.tolist() == [[u[2]], [v[1]]]
 
 
-def test_prefix_batches_hold_every_training_target_once_and_nothing_else() -> None:
+@pytest.mark.parametrize("max_len", [1000, 7])  # 7: long histories are cut to their latest window
+def test_prefix_batches_hold_the_windows_targets_once_and_nothing_else(max_len: int) -> None:
     world = generate(WorldConfig(users=80, seed=1))
     store = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
     by_sequence = [
-        (int(user), int(t)) for b in store.train_batches(16, 1000, shuffle=False)
+        (int(user), int(t)) for b in store.train_batches(16, max_len, shuffle=False)
         for user, row in zip(b.users, b.target_items, strict=True) for t in row if t > 0
     ]  # fmt: skip
-    batches = list(store.train_batches(16, 1000, seed=3, samples="prefixes"))
+    batches = list(store.train_batches(16, max_len, seed=3, samples="prefixes"))
     by_prefix = [(int(user), int(row[-1])) for b in batches for user, row in zip(b.users, b.target_items, strict=True)]
-    assert sorted(by_prefix) == sorted(by_sequence) and len(batches) == store.train_steps(16, "prefixes")
+    assert sorted(by_prefix) == sorted(by_sequence) and len(batches) == store.train_steps(16, max_len, "prefixes")
     assert all(int((b.target_items[:, :-1] > 0).sum()) == 0 for b in batches)  # only the last position has one
-    again = [b.target_items[:, -1].tolist() for b in store.train_batches(16, 1000, seed=3, samples="prefixes")]
+    assert max(b.items.shape[1] for b in batches) == min(max_len, int(store.train_end.max()) - 1)
+    again = [b.target_items[:, -1].tolist() for b in store.train_batches(16, max_len, seed=3, samples="prefixes")]
     assert again == [b.target_items[:, -1].tolist() for b in batches]  # the seed fixes the shuffle
     assert by_prefix != sorted(by_prefix)  # and it does shuffle across users
 

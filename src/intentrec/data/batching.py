@@ -249,14 +249,16 @@ class SequenceStore:
         """Row numbers (into `users`) of users with at least two training interactions."""
         return np.flatnonzero(self.train_end >= 2)
 
-    def train_targets(self) -> np.ndarray:
-        """Flat indices of every training target: each training interaction after a user's first."""
+    def train_targets(self, max_len: int) -> np.ndarray:
+        """Flat indices of the training targets that `train_batches` holds: per user, the last ``max_len``
+        training interactions after the first (those of the user's latest ``max_len + 1``)."""
         rows = self.train_users()
-        return flat_ranges(self.offsets[rows] + 1, self.train_end[rows] - 1)
+        count = np.minimum(self.train_end[rows] - 1, max_len)
+        return flat_ranges(self.offsets[rows] + self.train_end[rows] - count, count)
 
-    def train_steps(self, batch_size: int, samples: Samples = "sequences") -> int:
+    def train_steps(self, batch_size: int, max_len: int, samples: Samples = "sequences") -> int:
         """Batches in one training epoch: one per ``batch_size`` users, or targets with ``"prefixes"``."""
-        rows = len(self.train_targets()) if samples == "prefixes" else len(self.train_users())
+        rows = len(self.train_targets(max_len)) if samples == "prefixes" else len(self.train_users())
         return -(-rows // batch_size)
 
     def _gather(self, end: np.ndarray, length: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -319,9 +321,9 @@ class SequenceStore:
         self, batch_size: int, max_len: int, *, shuffle: bool = True, seed: int = 0, samples: Samples = "sequences"
     ) -> Iterator[Batch]:
         """Every training user once, with next-item targets at every position; or, with
-        ``samples="prefixes"``, every training target once, as the last position of its own row."""
+        ``samples="prefixes"``, each of those targets once, as the last position of its own row."""
         if samples == "prefixes":
-            targets = self.train_targets()
+            targets = self.train_targets(max_len)
             if shuffle:
                 targets = np.random.default_rng(seed).permutation(targets)
             yield from self._target_batches(targets, batch_size, max_len)

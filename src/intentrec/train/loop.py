@@ -98,7 +98,7 @@ def train_epoch(
     rows seen and the mean loss per row."""
     model.train()
     started, sequences, total = time.perf_counter(), 0, 0.0
-    steps = store.train_steps(config.batch_size, config.samples)
+    steps = store.train_steps(config.batch_size, model.max_len, config.samples)
     batches = store.train_batches(
         config.batch_size, model.max_len, shuffle=True, seed=config.seed + epoch, samples=config.samples
     )
@@ -147,7 +147,7 @@ def train(
             handle.write(json.dumps({"epoch": 0, "loss": None, "train_seconds": 0.0, "valid": valid}) + "\n")
         return {"best_valid_ndcg@10": valid["ndcg@10"], "best_epoch": 0, "train_seconds": time.perf_counter() - started}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = store.train_steps(config.batch_size, config.samples)
+    steps_per_epoch = store.train_steps(config.batch_size, model.max_len, config.samples)
     scheduler = _schedule(optimiser, config.warmup_steps, config.epochs * steps_per_epoch, config.lr_schedule)
     start_epoch, best, best_epoch, stale, elapsed = 0, -1.0, -1, 0, 0.0
     if resume and (out / CHECKPOINT).exists():
