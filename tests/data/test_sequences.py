@@ -93,22 +93,20 @@ def test_window_lengths_match_brute_force() -> None:
     assert no_time.tolist() == [min(p, 5) for p in positions]
 
 
-def test_training_and_evaluation_batches_by_hand() -> None:
-    rows = [("u", f"i{k}", 100 * k) for k in range(5)] + [
-        ("v", "i9", 5),
-        ("v", "i8", 6),
-        ("v", "i7", 7),
-        ("v", "i6", 8),
-    ]
+def two_users() -> tuple[SequenceStore, list[int], list[int]]:
+    """u watches i0..i4 100 s apart, v i9 i8 i7 i6; the store and each user's item indices in order."""
+    rows = [("u", f"i{k}", 100 * k) for k in range(5)] + [("v", f"i{k}", 14 - k) for k in (9, 8, 7, 6)]
     p = build_sequences(dataset(rows))
-    store = SequenceStore(p)
     item = dict(p.items.select("item", "item_idx").iter_rows())
+    return SequenceStore(p), [item[f"i{k}"] for k in range(5)], [item[f"i{k}"] for k in (9, 8, 7, 6)]
+
+
+def test_training_and_evaluation_batches_by_hand() -> None:
+    store, u, v = two_users()
     batch = next(store.train_batches(batch_size=8, max_len=4, shuffle=False))
     # u trains on its first 3 interactions (inputs i0 i1, targets i1 i2), v on 2: the batch is as wide
     # as its longest row, 2 columns, not max_len
     assert batch.items.shape == (2, 2) and batch.categorical.shape[:2] == (2, 2)
-    u = [item[f"i{k}"] for k in range(5)]
-    v = [item[f"i{k}"] for k in (9, 8, 7, 6)]
     assert batch.items.tolist() == [[u[0], u[1]], [0, v[0]]]
     assert batch.target_items.tolist() == [[u[1], u[2]], [0, v[1]]]
     assert batch.mask.tolist() == [[True, True], [False, True]]
@@ -126,17 +124,7 @@ def test_training_and_evaluation_batches_by_hand() -> None:
 
 
 def test_prefix_training_batches_by_hand() -> None:
-    rows = [("u", f"i{k}", 100 * k) for k in range(5)] + [
-        ("v", "i9", 5),
-        ("v", "i8", 6),
-        ("v", "i7", 7),
-        ("v", "i6", 8),
-    ]
-    p = build_sequences(dataset(rows))
-    store = SequenceStore(p)
-    item = dict(p.items.select("item", "item_idx").iter_rows())
-    u = [item[f"i{k}"] for k in range(5)]
-    v = [item[f"i{k}"] for k in (9, 8, 7, 6)]
+    store, u, v = two_users()
     # u trains on i0 i1 i2 (targets i1, i2), v on i9 i8 (target i8): three rows, each target at the end
     assert store.train_steps(8, 4, "prefixes") == 1 and store.train_steps(2, 4, "prefixes") == 2
     assert store.train_steps(8, 4) == 1 and store.train_steps(1, 4) == 2  # users
