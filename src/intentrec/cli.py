@@ -146,10 +146,20 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threads(args: argparse.Namespace, quiet: bool = False) -> None:
+    """Give torch the free cores (intentrec.train.threads), or what --threads asks for."""
+    from intentrec.train.threads import apply_threads
+
+    choice = apply_threads(args.threads)
+    if not quiet:
+        print(f"torch threads: {choice.threads} ({choice.reason})", flush=True)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Generate the synthetic world, train IntentRec and SASRec on it, compare them, write a report."""
     from intentrec.quickstart import quickstart
 
+    _threads(args)
     quickstart(
         Path(args.out), users=args.users, seed=args.seed, epochs=args.epochs, echo=lambda s: print(s, flush=True)
     )
@@ -161,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from intentrec.runs import train_run
 
     config = load_config(Path(args.config) if args.config else None, args.set or ())
+    _threads(args)
     summary = train_run(config, Path(args.out), resume=args.resume)
     print(f"trained {summary['model']} ({summary['parameters']:,} parameters) in {summary['train_seconds']:.1f} s, "
           f"best epoch {summary['best_epoch'] + 1} -> {args.out}")  # fmt: skip
@@ -193,6 +204,7 @@ def _print_metrics(by_split: dict[str, dict[str, Any]]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from intentrec.runs import load_run
 
+    _threads(args, quiet=args.json)
     run = load_run(Path(args.run_dir))
     # --exclude-seen / --keep-seen override the run's eval.exclude_seen; neither: the run's own protocol
     exclude = True if args.exclude_seen else False if args.keep_seen else None
@@ -342,6 +354,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+THREADS_HELP = "torch threads (default 0: the cores not busy with other work at start, or OMP_NUM_THREADS where set)"
+
+
 def _add_reader_flags(p: argparse.ArgumentParser) -> None:
     from intentrec.data import FORMATS
 
@@ -412,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. model.d=128")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="full-ranking metrics of a trained run")
@@ -422,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     seen.add_argument("--keep-seen", action="store_true", help="rank every item, even where the run's config "
                       "excludes seen ones (eval.exclude_seen)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("recommend", help="top items, predicted intents and head weights for one user")
@@ -498,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=16, help="at most this many epochs per model (early stopping)")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_quickstart)
     return parser
 
