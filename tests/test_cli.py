@@ -20,6 +20,10 @@ def test_synth_then_stats_json_then_prepare(tmp_path: Path, capsys: pytest.Captu
     assert summary["users"] == 60 and summary["bad_rows"] == 0
     assert set(summary["intents"]) == {"action", "genre", "format", "recency"}
     assert abs(sum(summary["intents"]["action"]["distribution"].values()) - 1) < 1e-3
+    window = summary["short_term_window"]
+    assert window["rule"] == "168 hours" and window["users"] == 60 and 0 <= window["whole_history"] <= 1
+    assert main(["data", "stats", str(world), "--format", "synthetic"]) == 0
+    assert f"the whole history for {window['whole_history']:.1%} of users" in capsys.readouterr().out
     out = tmp_path / "prepared"
     assert main(["data", "prepare", str(world), "--format", "synthetic", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())

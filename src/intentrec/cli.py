@@ -97,6 +97,11 @@ def _print_stats(summary: dict[str, Any]) -> None:
         lines.append(f"  {example['file']}:{example['line']}: {example['reason']}")
     if "time_range" in summary:
         lines.append(f"time range     {summary['time_range'][0]} .. {summary['time_range'][1]}")
+    window = summary["short_term_window"]
+    lines.append(
+        f"short-term window  {window['rule']}; where the test item is predicted it holds {window['median']:g} "
+        f"interactions (median) and the whole history for {window['whole_history']:.1%} of users"
+    )
     for name, head in summary["intents"].items():
         top = ", ".join(f"{k} {v:.1%}" for k, v in list(head["distribution"].items())[:6])
         more = " ..." if len(head["distribution"]) > 6 else ""

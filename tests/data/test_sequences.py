@@ -223,3 +223,19 @@ def test_genre_targets_come_from_the_catalogue_and_match_each_interactions_label
         )
         expected = hot[np.where(valid[:, 1:], idx[:, 1:], 0)] * (valid[:, 1:] & valid[:, :-1])[..., None]
         np.testing.assert_array_equal(batch.intent_targets["genre"].numpy(), expected)
+
+
+def test_stats_report_the_short_term_window_where_the_test_item_is_predicted() -> None:
+    from intentrec.data.prepare import stats
+
+    # u: 4 interactions 4 days apart, its test item predicted from positions 0..2, of which a week's window
+    # (or the last 2) holds 2: not the whole history; v: 3 interactions a second apart, predicted from
+    # positions 0..1, both in the window; w: 1 interaction, no test item
+    day = 86_400
+    rows = [("u", f"i{k}", 4 * day * k) for k in range(4)] + [("v", f"i{k}", k) for k in range(3)]
+    ds = dataset([*rows, ("w", "i0", 0)])
+    window = stats(ds, build_sequences(ds, SequenceConfig(window_items=2)))["short_term_window"]
+    assert window == {"rule": "168 hours", "users": 2, "median": 2.0, "whole_history": 0.5}
+    ds = make_dataset("t", ds.interactions.drop("timestamp"))
+    window = stats(ds, build_sequences(ds, SequenceConfig(window_items=2)))["short_term_window"]
+    assert window == {"rule": "last 2 interactions", "users": 2, "median": 2.0, "whole_history": 0.5}

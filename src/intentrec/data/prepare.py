@@ -121,8 +121,27 @@ def load_prepared(folder: Path) -> Prepared:
     )
 
 
+def _window_at_test(prepared: Prepared) -> dict[str, Any]:
+    """IntentRec V3's short-term window where the test item is predicted (at each user's last history
+    interaction): how many interactions it holds, and for what share of users that is the whole history,
+    in which case the window encoder sees nothing the main encoder does not."""
+    cfg = prepared.config
+    rule = f"{cfg.window_hours:g} hours" if prepared.has_timestamps else f"last {cfg.window_items} interactions"
+    at_test = prepared.interactions.filter(pl.col("position") == pl.col("position").max().over("user_idx") - 1)
+    if at_test.height == 0:
+        return {"rule": rule, "users": 0, "median": 0.0, "whole_history": 0.0}
+    window = at_test["window_len"].to_numpy()
+    return {
+        "rule": rule,
+        "users": at_test.height,
+        "median": float(np.median(window)),
+        "whole_history": float((window == at_test["position"].to_numpy() + 1).mean()),
+    }
+
+
 def stats(dataset: Dataset, prepared: Prepared) -> dict[str, Any]:
-    """Counts, density, sequence-length percentiles, skipped records and intent label distributions."""
+    """Counts, density, sequence-length percentiles, skipped records, the short-term window at the test
+    prediction and intent label distributions."""
     lengths = prepared.users["n"].cast(pl.Float64).to_numpy()
     users, items, n = prepared.n_users, prepared.n_items, prepared.interactions.height
     out: dict[str, Any] = {
@@ -149,6 +168,7 @@ def stats(dataset: Dataset, prepared: Prepared) -> dict[str, Any]:
             datetime.fromtimestamp(int(ts.min()), timezone.utc).isoformat(),  # type: ignore[arg-type]
             datetime.fromtimestamp(int(ts.max()), timezone.utc).isoformat(),  # type: ignore[arg-type]
         ]
+    out["short_term_window"] = _window_at_test(prepared)
     for head in prepared.heads:
         column = prepared.interactions[head.column]
         known = column.drop_nulls()
