@@ -108,6 +108,14 @@ def provenance(command: str, record: dict[str, Any], note: str = "") -> list[str
     ]
 
 
+def write_results(out: Path, record: dict[str, Any], lines: list[str]) -> None:
+    """``record`` to ``out``.json and the Markdown ``lines`` to ``out``.md (``out`` without extension)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"-> {out.with_suffix('.md')}")
+
+
 def machine(device: str) -> dict[str, object]:
     import torch
 
@@ -174,9 +182,6 @@ def main() -> None:
         "targets": {"sasrec_seconds_per_epoch": SASREC_TARGET_S, "intentrec_over_sasrec": INTENTREC_RATIO_TARGET},
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         "# Training speed per model (ML-100K)",
         "",
@@ -204,8 +209,7 @@ def main() -> None:
             ratio = intent / sasrec
             lines.append(f"Target: IntentRec V3 <= {INTENTREC_RATIO_TARGET}x SASRec: **{ratio:.2f}x** "
                          f"({'met' if ratio <= INTENTREC_RATIO_TARGET else 'missed'}).")  # fmt: skip
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"-> {out.with_suffix('.md')}")
+    write_results(Path(args.out), record, lines)
 
 
 if __name__ == "__main__":

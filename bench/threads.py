@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from speed_models import REPO, RESULTS, machine, provenance, shared_data
+from speed_models import REPO, RESULTS, machine, provenance, shared_data, write_results
 
 CONFIG = REPO / "configs" / "ml-100k" / "sasrec-ce.toml"
 SPIN = "while True: pass"
@@ -84,9 +84,6 @@ def main() -> None:
         "epochs": args.epochs,
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         "# Torch threads: `intentrec train` on an idle machine and beside a busy core",
         "",
@@ -102,8 +99,7 @@ def main() -> None:
             lines.append(
                 f"| {condition} | {name} | {r['train_seconds']:.2f} | {r['wall_seconds']:.2f} | {r['chosen']} |"
             )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"-> {out.with_suffix('.md')}")
+    write_results(Path(args.out), record, lines)
 
 
 if __name__ == "__main__":
