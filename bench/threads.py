@@ -34,12 +34,11 @@ def train_once(threads: int | None, epochs: int, tmp: Path) -> dict[str, object]
     out = tmp / f"run-{time.monotonic_ns()}"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["INTENTREC_SHARED_DATA"] = str(shared_data())
-    flags = ["--threads", str(threads)]
+    flags = [] if threads is None else ["--threads", str(threads)]
     if threads is None:  # torch's default: with OMP_NUM_THREADS set to it, `intentrec train` keeps it
         import torch
 
         env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
-        flags = []
     command = [sys.executable, "-m", "intentrec.cli", "train", "--config", str(CONFIG), "--out", str(out),
                "--set", f"train.epochs={epochs}", "--set", "train.patience=1000", *flags]  # fmt: skip
     t0 = time.perf_counter()

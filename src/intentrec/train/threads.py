@@ -13,7 +13,6 @@ default. The choice is made once, at start: load that arrives later is not seen.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,8 +22,6 @@ from pathlib import Path
 import torch
 
 __all__ = ["ThreadChoice", "apply_threads", "busy_cores", "choose_threads", "cpu_jiffies"]
-
-log = logging.getLogger(__name__)
 
 PROC_STAT = Path("/proc/stat")
 IDLE_FIELDS = (3, 4)  # idle and iowait, counted from the first number after the cpuN label
@@ -91,7 +88,8 @@ def choose_threads(
 
 
 def apply_threads(requested: int = 0) -> ThreadChoice:
-    """Choose the thread count (see the module docstring) and give it to torch."""
+    """Choose the thread count (see the module docstring), give it to torch, and return the choice
+    for the caller to report."""
     try:
         cpus = os.sched_getaffinity(0)
     except AttributeError:  # not Linux
@@ -106,5 +104,4 @@ def apply_threads(requested: int = 0) -> ThreadChoice:
         env_threads=env_threads,
     )
     torch.set_num_threads(choice.threads)
-    log.info("torch threads: %d (%s)", choice.threads, choice.reason)
     return choice
