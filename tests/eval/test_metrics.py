@@ -75,6 +75,9 @@ def test_genre_entropy_by_hand() -> None:
     # A, A, B: -(2/3 log2 2/3 + 1/3 log2 1/3)
     expected = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
     assert genre_entropy(torch.tensor([[1, 2, 4]]), genres) == pytest.approx(expected)
+    # a chunk of one list (2 items x 2 genres) at a time: the same mean, the skipped list still skipped
+    assert genre_entropy(top, genres, chunk_elements=4) == pytest.approx((0 + 1 + 1) / 3)
+    assert math.isnan(genre_entropy(top[3:], genres, chunk_elements=4))
 
 
 def test_popularity_percentile_by_hand() -> None:

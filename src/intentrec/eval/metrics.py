@@ -106,19 +106,25 @@ def catalogue_coverage(top: torch.Tensor, n_items: int) -> float:
     return len(torch.unique(top[top > 0])) / n_items if n_items else 0.0
 
 
-def genre_entropy(top: torch.Tensor, item_genres: torch.Tensor) -> float:
+def genre_entropy(top: torch.Tensor, item_genres: torch.Tensor, chunk_elements: int = 1 << 22) -> float:
     """Mean over lists of the entropy (bits) of the list's genre mix. Each item spreads one unit of mass
-    evenly over its genres; items without genres are left out, and lists with none of them skipped."""
-    hot = item_genres[top].double()  # (N, K, G)
-    per_item = hot / hot.sum(-1, keepdim=True).clamp(min=1)  # (N, K, G)
-    mass = per_item.sum(1)  # (N, G)
-    total = mass.sum(-1)  # (N,)
-    has = total > 0
-    if not has.any():
-        return float("nan")
-    p = mass[has] / total[has, None]
-    entropy = -(torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p))).sum(-1)  # (N',)
-    return entropy.mean().item()
+    evenly over its genres; items without genres are left out, and lists with none of them skipped.
+
+    Computed a chunk of lists at a time (at most ``chunk_elements`` list x item x genre values, 32 MB):
+    with Amazon Beauty's 1,000 categories, all 22,363 validation lists at once took 1.8 GB a copy."""
+    n, k = top.shape
+    g = item_genres.shape[1]
+    rows = max(1, chunk_elements // max(k * g, 1))
+    entropies = []
+    for start in range(0, n, rows):
+        hot = item_genres[top[start : start + rows]].double()  # (C, K, G)
+        mass = (hot / hot.sum(-1, keepdim=True).clamp(min=1)).sum(1)  # (C, G)
+        total = mass.sum(-1)  # (C,)
+        has = total > 0
+        p = mass[has] / total[has, None]
+        entropies.append(-(torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p))).sum(-1))  # (C',)
+    entropy = torch.cat(entropies) if entropies else torch.zeros(0, dtype=torch.float64)
+    return entropy.mean().item() if len(entropy) else float("nan")
 
 
 def popularity_percentile(top: torch.Tensor, popularity: torch.Tensor) -> float:
