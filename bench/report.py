@@ -71,13 +71,20 @@ def seeds_phrase(seeds: list[int]) -> str:
     return f"seeds {', '.join(map(str, seeds))} (mean ± std)"
 
 
+def change(value: float, published: float, edge: float) -> str:
+    """The relative change in whole percent, or to a tenth where whole percent would round onto ``edge``
+    (the target's threshold) and hide which side of it the value is."""
+    ratio = value / published - 1
+    return f"{ratio:+.1%}" if round(abs(ratio) * 100) == round(edge * 100) else f"{ratio:+.0%}"
+
+
 def verdict(kind: str, value: float, published: float) -> str:
     if published <= 0:  # a baseline that learned nothing: no ratio to give
         return "no verdict: the baseline learned nothing (0)"
     if kind == "within10":
         ok = abs(value - published) <= 0.1 * published
-        return f"{'met' if ok else 'missed'} ({value / published - 1:+.0%})"
-    return f"{'met' if value >= published else 'missed'} ({value / published - 1:+.0%})"
+        return f"{'met' if ok else 'missed'} ({change(value, published, 0.1)})"
+    return f"{'met' if value >= published else 'missed'} ({change(value, published, 0.0)})"
 
 
 def standing(accuracy: dict[str, Any] | None) -> list[str]:

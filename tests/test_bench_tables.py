@@ -70,6 +70,11 @@ def test_verdicts_against_published_numbers() -> None:
     assert report.verdict("at_least", 0.0544, 0.0614) == "missed (-11%)"
     assert report.verdict("at_least", 0.0490, 0.0482) == "met (+2%)"
     assert report.verdict("at_least", 0.1, 0.0).startswith("no verdict")
+    # where whole percent would round onto the threshold, a tenth shows the side
+    assert report.verdict("within10", 0.0286, 0.0318) == "missed (-10.1%)"
+    assert report.verdict("within10", 0.0287, 0.0318) == "met (-9.7%)"
+    assert report.verdict("at_least", 0.06138, 0.0614) == "missed (-0.0%)"
+    assert report.verdict("at_least", 0.0616, 0.0614) == "met (+0.3%)"
 
 
 def lambda_run(lam: float, seed: int, ndcg: float, curve: list[float], auc: float) -> dict[str, Any]:
