@@ -21,7 +21,7 @@ growing. Where there is no glibc or no ``/proc`` (macOS, musl), it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +41,11 @@ def resident_bytes() -> int | None:
     return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@functools.cache
 def _glibc_trim() -> Callable[[], object] | None:
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim(0)``, looked up once; None where the C library is not glibc."""
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's name on Linux; macOS and musl have no such file
         trim = libc.malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to call
         return None
