@@ -278,6 +278,13 @@ def main() -> None:
         lines += (RESULTS / "speed.md").read_text().splitlines()[7:]
         speed_plot(speed, RESULTS / "speed.png")
         lines += ["", "![speed](speed.png)", ""]
+    heap = load("heap")
+    if heap:
+        lines += ["## Memory over a training epoch (glibc's heap)", "",
+                  "One epoch and one validation per frozen config, with and without the heap trimming that "
+                  "training and evaluation do (`intentrec.heap`); details: [heap.md](heap.md).", "",
+                  *[line for line in (RESULTS / "heap.md").read_text().splitlines() if line.startswith("- ")],
+                  "", "![heap](heap.png)", ""]  # fmt: skip
     if accuracy:
         accuracy_plot(accuracy, RESULTS / "accuracy.png")
         lines += ["## Accuracy per model and data set", "", "Details: [accuracy.md](accuracy.md).", "",
