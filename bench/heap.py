@@ -162,7 +162,8 @@ def main() -> None:
         "",
         *provenance(record["command"], record, " (1 thread)"),
         f"Settings: {record['settings']}. Trim off: the same loop with the trimmer switched off. Medians of "
-        f"{args.rounds} interleaved rounds; the plot shows the first round.",
+        f"{args.rounds} interleaved rounds; the plot shows the first round. Trims: those the growth called "
+        "for during the epoch and the validation; trimming also trims once at the end of each.",
         "",
         "![resident memory per step](heap.png)",
         "",

@@ -63,12 +63,21 @@ def test_the_floor_follows_memory_down() -> None:
     assert trimmer.floor == 300 * MB
 
 
+def test_release_trims_whatever_the_growth() -> None:
+    levels = Levels([400])
+    trimmer = HeapTrimmer(64 * MB, resident=levels.resident, trim=levels.trim)
+    trimmer.release()
+    assert levels.trims == trimmer.trims == 1
+
+
 def test_does_nothing_without_glibc_or_proc() -> None:
     no_proc = HeapTrimmer(resident=lambda: None, trim=lambda: pytest.fail("trimmed without a memory reading"))
     assert not no_proc.active and no_proc() is False
     no_glibc = HeapTrimmer(resident=lambda: 10**12)
     no_glibc.trim = None  # as when libc has no malloc_trim
     assert not no_glibc.active and no_glibc() is False
+    no_glibc.release()
+    assert no_glibc.trims == 0
 
 
 def test_negative_slack_is_refused() -> None:
@@ -86,12 +95,17 @@ def test_resident_bytes_agrees_with_the_kernel_status() -> None:
 
 def test_training_and_evaluation_check_the_heap_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"train": 0, "eval": 0}
+    releases = {"train": 0, "eval": 0}
 
     def counting(kind: str) -> type:
         class Counting(HeapTrimmer):
             def __call__(self) -> bool:
                 calls[kind] += 1
                 return super().__call__()
+
+            def release(self) -> None:
+                releases[kind] += 1
+                super().release()
 
         return Counting
 
@@ -108,3 +122,4 @@ def test_training_and_evaluation_check_the_heap_once_per_batch(monkeypatch: pyte
     assert calls["train"] == -(-users // 16) > 1  # one call per batch of 16 users
     evaluate_module.evaluate(model, store, "valid", batch_size=16)
     assert calls["eval"] == -(-targets // 16) > 1
+    assert releases == {"train": 1, "eval": 1}  # and one trim at the end of each

@@ -113,6 +113,7 @@ def predict(
             truth[head.name].append(batch.intent_targets[head.name][:, -1].cpu())
             known[head.name].append(batch.intent_target_mask[head.name][:, -1].cpu())
         trim_heap()
+    trim_heap.release()
     model.train(was_training)
     targets = store.targets(split)
     back = torch.from_numpy(np.argsort(order))  # position of each target (in targets order) in `order`

@@ -124,6 +124,7 @@ def train_epoch(
         total += step_loss * batch.items.shape[0]
         rate = sequences / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{step_loss:.3f}", seq_s=f"{rate:.0f}")
+    trim_heap.release()
     return sequences, total / max(sequences, 1)
 
 
