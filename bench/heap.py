@@ -45,31 +45,25 @@ def memory_mb(field):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":")) / 1024
 
 config_path, trim = sys.argv[1], sys.argv[2] == "on"
-steps, trims = [], [0]
+steps = []
 
-class Recording(HeapTrimmer):  # the loop's trimmer, or (trim off) one that never trims
-    def __init__(self):
-        super().__init__()
-        if not trim:
-            self.trim = None
-    def __call__(self):
-        trimmed = super().__call__()
-        trims[0] += trimmed
-        return trimmed
-
-class Training(Recording):
-    def __call__(self):
-        trimmed = super().__call__()
+def training():  # the same trimmer, recording the resident memory after each training step
+    def step():
+        trimmed = shared()
         steps.append(resident_bytes() / 2**20)
         return trimmed
+    return step
 
-loop_module.HeapTrimmer, evaluate_module.HeapTrimmer = Training, Recording
+loop_module.shared_trimmer, evaluate_module.shared_trimmer = training, lambda: shared
 torch.set_num_threads(1)
 config = load_config(config_path, [])
 store = runs.SequenceStore(runs.prepare_data(config, Path(tempfile.mkdtemp())))
 torch.manual_seed(0)
 model = runs.build_model(config.model, store)
 optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+shared = HeapTrimmer()  # created where `shared_trimmer` first is: at the first training step
+if not trim:  # one that never trims
+    shared.trim = None
 before = memory_mb("VmRSS")
 t0 = time.perf_counter()
 _, loss = loop_module.train_epoch(model, store, optimiser, None, config.train, 0, torch.device("cpu"))
@@ -80,7 +74,7 @@ valid = evaluate_module.evaluate(model, store, "valid", batch_size=config.train.
 print(json.dumps({
     "rss_before_mb": before, "rss_after_epoch_mb": after_epoch, "peak_after_epoch_mb": epoch_peak,
     "peak_mb": memory_mb("VmHWM"), "rss_after_validation_mb": memory_mb("VmRSS"),
-    "train_seconds": train_s, "valid_seconds": time.perf_counter() - t0, "trims": trims[0],
+    "train_seconds": train_s, "valid_seconds": time.perf_counter() - t0, "trims": shared.trims,
     "loss": loss, "valid_ndcg@10": valid["ndcg@10"], "steps": len(steps), "rss_per_step_mb": steps,
 }))
 """
@@ -162,8 +156,7 @@ def main() -> None:
         "",
         *provenance(record["command"], record, " (1 thread)"),
         f"Settings: {record['settings']}. Trim off: the same loop with the trimmer switched off. Medians of "
-        f"{args.rounds} interleaved rounds; the plot shows the first round. Trims: those the growth called "
-        "for during the epoch and the validation; trimming also trims once at the end of each.",
+        f"{args.rounds} interleaved rounds; the plot shows the first round.",
         "",
         "![resident memory per step](heap.png)",
         "",

@@ -15,7 +15,7 @@ from intentrec.data.batching import SequenceStore
 from intentrec.data.schema import make_dataset
 from intentrec.data.sequences import build_sequences
 from intentrec.data.synthetic import WorldConfig, generate
-from intentrec.heap import HeapTrimmer, resident_bytes
+from intentrec.heap import HeapTrimmer, resident_bytes, shared_trimmer
 from intentrec.models import sasrec
 from intentrec.train.loop import TrainConfig, train_epoch
 
@@ -63,21 +63,12 @@ def test_the_floor_follows_memory_down() -> None:
     assert trimmer.floor == 300 * MB
 
 
-def test_release_trims_whatever_the_growth() -> None:
-    levels = Levels([400])
-    trimmer = HeapTrimmer(64 * MB, resident=levels.resident, trim=levels.trim)
-    trimmer.release()
-    assert levels.trims == trimmer.trims == 1
-
-
 def test_does_nothing_without_glibc_or_proc() -> None:
     no_proc = HeapTrimmer(resident=lambda: None, trim=lambda: pytest.fail("trimmed without a memory reading"))
     assert not no_proc.active and no_proc() is False
     no_glibc = HeapTrimmer(resident=lambda: 10**12)
     no_glibc.trim = None  # as when libc has no malloc_trim
     assert not no_glibc.active and no_glibc() is False
-    no_glibc.release()
-    assert no_glibc.trims == 0
 
 
 def test_negative_slack_is_refused() -> None:
@@ -93,24 +84,20 @@ def test_resident_bytes_agrees_with_the_kernel_status() -> None:
     assert HeapTrimmer().active  # glibc on the Linux machines we test on
 
 
-def test_training_and_evaluation_check_the_heap_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_and_evaluation_check_one_shared_trimmer_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"train": 0, "eval": 0}
-    releases = {"train": 0, "eval": 0}
+    shared = HeapTrimmer()
 
-    def counting(kind: str) -> type:
-        class Counting(HeapTrimmer):
-            def __call__(self) -> bool:
-                calls[kind] += 1
-                return super().__call__()
+    class Counting:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
 
-            def release(self) -> None:
-                releases[kind] += 1
-                super().release()
+        def __call__(self) -> bool:
+            calls[self.kind] += 1
+            return shared()
 
-        return Counting
-
-    monkeypatch.setattr(loop_module, "HeapTrimmer", counting("train"))
-    monkeypatch.setattr(evaluate_module, "HeapTrimmer", counting("eval"))
+    monkeypatch.setattr(loop_module, "shared_trimmer", lambda: Counting("train"))
+    monkeypatch.setattr(evaluate_module, "shared_trimmer", lambda: Counting("eval"))
     world = generate(WorldConfig(users=50, seed=3, titles=30))
     store = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
     torch.manual_seed(0)
@@ -122,4 +109,8 @@ def test_training_and_evaluation_check_the_heap_once_per_batch(monkeypatch: pyte
     assert calls["train"] == -(-users // 16) > 1  # one call per batch of 16 users
     evaluate_module.evaluate(model, store, "valid", batch_size=16)
     assert calls["eval"] == -(-targets // 16) > 1
-    assert releases == {"train": 1, "eval": 1}  # and one trim at the end of each
+
+
+def test_one_trimmer_per_process() -> None:
+    assert shared_trimmer() is shared_trimmer()
+    assert loop_module.shared_trimmer is shared_trimmer is evaluate_module.shared_trimmer

@@ -15,9 +15,10 @@ from just after the trim would trim at every step, and every step would pay for 
 (ML-100K epochs 30% slower). For the same reason the allowed growth is at least twice what the step
 after a trim took back: where each step (or evaluation batch) needs hundreds of megabytes for a moment,
 a trim would only make the next one fault them in again. Nothing is trimmed while the heap is not
-growing, except once at the end of each epoch and each evaluation (`HeapTrimmer.release`): without
-that, each phase's trimmer started from the last one's leftovers, and a Beauty SASRec-BCE run still
-stood at 1.7 GB after 13 epochs. Where there is no glibc or no ``/proc`` (macOS, musl), it does nothing.
+growing. Training and evaluation share one trimmer per process (`shared_trimmer`): with one for each
+epoch and each evaluation, each started from the last one's leftovers, and a Beauty SASRec-BCE run
+still stood at 1.7 GB after 13 epochs. Where there is no glibc or no ``/proc`` (macOS, musl), it does
+nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["DEFAULT_SLACK", "HeapTrimmer", "resident_bytes"]
+__all__ = ["DEFAULT_SLACK", "HeapTrimmer", "resident_bytes", "shared_trimmer"]
 
 STATM = Path("/proc/self/statm")
 DEFAULT_SLACK = 256 << 20  # bytes of growth between trims
@@ -82,13 +83,6 @@ class HeapTrimmer:
     def active(self) -> bool:
         return self.trim is not None and self.floor is not None
 
-    def release(self) -> None:
-        """Trim now, whatever the growth: at the end of an epoch or an evaluation, so that the next phase
-        (and its own trimmer) starts from the live memory, not from this phase's leftovers."""
-        if self.trim is not None:
-            self.trim()
-            self.trims += 1
-
     def __call__(self) -> bool:
         """Trim if the heap grew past the slack; returns whether it trimmed."""
         if self.trim is None or self.floor is None:
@@ -108,3 +102,10 @@ class HeapTrimmer:
         after = self.resident()
         self.after_trim = now if after is None else after
         return True
+
+
+@functools.cache
+def shared_trimmer() -> HeapTrimmer:
+    """This process's trimmer, shared by training and evaluation, so that growth is measured from one
+    floor across epochs and evaluations."""
+    return HeapTrimmer()

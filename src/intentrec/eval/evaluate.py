@@ -34,7 +34,7 @@ from intentrec.eval.metrics import (
     ranking_metrics,
     recall_at_k_multilabel,
 )
-from intentrec.heap import HeapTrimmer
+from intentrec.heap import shared_trimmer
 from intentrec.models.base import SequentialModel
 
 __all__ = ["ACTIVITY_SLICES", "POPULARITY_SLICES", "Predictions", "evaluate", "predict", "summarise"]
@@ -89,7 +89,7 @@ def predict(
     # shortest histories first, so each batch is only as wide as its rows need; undone below
     order = store.length_order(split, model.max_len)
     ordered = store.targets(split)[order]
-    trim_heap = HeapTrimmer()  # as in training: glibc's heap fragments over many batches
+    trim_heap = shared_trimmer()  # as in training: glibc's heap fragments over many batches
     for start, batch in zip(
         range(0, len(ordered), batch_size),
         store.eval_batches(split, batch_size, model.max_len, order=order),
@@ -113,7 +113,6 @@ def predict(
             truth[head.name].append(batch.intent_targets[head.name][:, -1].cpu())
             known[head.name].append(batch.intent_target_mask[head.name][:, -1].cpu())
         trim_heap()
-    trim_heap.release()
     model.train(was_training)
     targets = store.targets(split)
     back = torch.from_numpy(np.argsort(order))  # position of each target (in targets order) in `order`

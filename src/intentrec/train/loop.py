@@ -26,7 +26,7 @@ from tqdm import tqdm
 from intentrec.config import TrainConfig
 from intentrec.data.batching import SequenceStore
 from intentrec.eval.evaluate import evaluate
-from intentrec.heap import HeapTrimmer
+from intentrec.heap import shared_trimmer
 from intentrec.models.base import SequentialModel
 
 __all__ = ["TrainConfig", "load_checkpoint", "save_checkpoint", "train", "train_epoch"]  # TrainConfig re-exported
@@ -104,7 +104,7 @@ def train_epoch(
         config.batch_size, model.max_len, shuffle=True, seed=config.seed + epoch, samples=config.samples
     )
     bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
-    trim_heap = HeapTrimmer()  # glibc's heap fragments under this loop: see intentrec.heap
+    trim_heap = shared_trimmer()  # glibc's heap fragments under this loop: see intentrec.heap
     for batch in bar:
         batch = batch.to(device, non_blocking=True)
         optimiser.zero_grad(set_to_none=True)
@@ -124,7 +124,6 @@ def train_epoch(
         total += step_loss * batch.items.shape[0]
         rate = sequences / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{step_loss:.3f}", seq_s=f"{rate:.0f}")
-    trim_heap.release()
     return sequences, total / max(sequences, 1)
 
 
