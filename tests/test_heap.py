@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,10 +75,12 @@ def test_negative_slack_is_refused() -> None:
         HeapTrimmer(-1)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only: /proc/self/statm")
-def test_resident_bytes_agrees_with_the_kernel_status() -> None:
-    rss_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                  if line.startswith("VmRSS:"))  # fmt: skip
+def test_resident_bytes_agrees_with_the_kernel_status_or_is_none_without_proc() -> None:
+    status = Path("/proc/self/status")
+    if not status.exists():  # macOS, Windows: no reading, so the trimmer stands aside
+        assert resident_bytes() is None and not HeapTrimmer().active
+        return
+    rss_kb = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
     assert resident_bytes() == pytest.approx(rss_kb * 1024, rel=0.05)
     assert HeapTrimmer().active  # glibc on the Linux machines we test on
 

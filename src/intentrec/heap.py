@@ -32,6 +32,7 @@ from pathlib import Path
 __all__ = ["DEFAULT_SLACK", "HeapTrimmer", "resident_bytes", "shared_trimmer"]
 
 STATM = Path("/proc/self/statm")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096  # read once, not every step
 DEFAULT_SLACK = 256 << 20  # bytes of growth between trims
 
 
@@ -41,7 +42,7 @@ def resident_bytes() -> int | None:
         fields = STATM.read_bytes().split()
     except OSError:
         return None
-    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(fields[1]) * PAGE_SIZE
 
 
 @functools.cache
