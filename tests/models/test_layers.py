@@ -29,7 +29,7 @@ def plain_loss(hidden: torch.Tensor, items: torch.Tensor, target: torch.Tensor, 
 def test_linear_cross_entropy_matches_the_plain_loss_and_its_gradients(
     monkeypatch: pytest.MonkeyPatch, n_rows: int, n_items: int, chunk_logits: int
 ) -> None:
-    monkeypatch.setattr(base, "LOGITS_PER_CHUNK", chunk_logits)  # (300, 50): five chunks of 64 rows
+    monkeypatch.setattr(base, "logits_per_chunk", lambda: chunk_logits)  # (300, 50): five chunks of 64 rows
     generator = torch.Generator().manual_seed(n_rows)
     hidden = torch.randn(n_rows, 5, dtype=torch.double, generator=generator, requires_grad=True)
     items = torch.randn(n_items + 1, 5, dtype=torch.double, generator=generator, requires_grad=True)
@@ -44,6 +44,17 @@ def test_linear_cross_entropy_matches_the_plain_loss_and_its_gradients(
     for got, want in zip(ours_grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     assert ours_grads[1][0].abs().max() == 0.0  # the padding row never gets a gradient
+
+
+def test_chunk_size_follows_the_torch_threads() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert base.logits_per_chunk() == base.LOGITS_PER_CHUNK
+        torch.set_num_threads(2)
+        assert base.logits_per_chunk() == base.LOGITS_PER_CHUNK_THREADED > base.LOGITS_PER_CHUNK
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_linear_cross_entropy_by_hand_and_without_item_gradients() -> None:
