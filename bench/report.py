@@ -35,6 +35,12 @@ TARGETS = [
 ]
 INTENT_VARIANTS = ("intentrec-v1", "intentrec-v2", "intentrec-v3")
 BEAUTY_NDCG_TARGET = 0.066
+# bench/peers/s3rec_procedure.py --negatives: what a user's training negatives are drawn from outside of
+NEGATIVES_FROM = {
+    "sequence": "negatives outside the user's whole sequence, theirs",
+    "training": "negatives outside the user's training items",
+    "uniform": "negatives uniform but the target, ours",
+}
 S3REC_FILES = ("beauty", "toys", "lastfm")
 
 
@@ -215,6 +221,27 @@ def sampled_scaling(scaling: dict[str, Any]) -> str:
     return text + "."
 
 
+def s3rec_checks(results: Path) -> list[str]:
+    """One paragraph per re-run of S3-Rec's own SASRec procedure (bench/peers/s3rec_procedure.py): its
+    mean test HR@10 and NDCG@10, their evaluation, beside the published row."""
+    lines: list[str] = []
+    for check in sorted(results.glob("s3rec_check_*.json")):
+        c = json.loads(check.read_text())
+        runs = c["runs"]
+        hr = sum(r["test_seen_excluded"]["hr@10"] for r in runs) / len(runs)
+        ndcg = sum(r["test_seen_excluded"]["ndcg@10"] for r in runs) / len(runs)
+        lines += [
+            f"**{c['data']}, SASRec (BCE) re-run with S3-Rec's own procedure** ({len(runs)} seed{'s' * (len(runs) != 1)}, patience "
+            f"{c.get('patience', 10)}, {NEGATIVES_FROM[c.get('negatives', 'sequence')]}, "
+            f"[{check.stem}.md]({check.stem}.md)): HR@10 {hr:.4f}, NDCG@10 {ndcg:.4f}, against the table's "
+            f"{c['published']['hr@10']} / {c['published']['ndcg@10']}; per seed: "
+            + ", ".join(f"{r['test_seen_excluded']['ndcg@10']:.4f} (best epoch {r['best_epoch']})" for r in runs)
+            + ".",
+            "",
+        ]
+    return lines
+
+
 def main() -> None:
     accuracy, speed, scaling, serve = load("accuracy"), load("speed"), load("scaling"), load("serve")
     lines = [
@@ -233,20 +260,7 @@ def main() -> None:
         "[accuracy.md](accuracy.md), beside every other model.",
         "",
     ]
-    for check in sorted(RESULTS.glob("s3rec_check_*.json")):  # the published S3-Rec rows, re-run
-        c = json.loads(check.read_text())
-        runs = c["runs"]
-        hr = sum(r["test_seen_excluded"]["hr@10"] for r in runs) / len(runs)
-        ndcg = sum(r["test_seen_excluded"]["ndcg@10"] for r in runs) / len(runs)
-        lines += [
-            f"**{c['data']}, SASRec (BCE) re-run with S3-Rec's own procedure** ({len(runs)} seeds, patience "
-            f"{c.get('patience', 10)}, "
-            f"[{check.stem}.md]({check.stem}.md)): HR@10 {hr:.4f}, NDCG@10 {ndcg:.4f}, against the table's "
-            f"{c['published']['hr@10']} / {c['published']['ndcg@10']}; per seed: "
-            + ", ".join(f"{r['test_seen_excluded']['ndcg@10']:.4f} (best epoch {r['best_epoch']})" for r in runs)
-            + ".",
-            "",
-        ]
+    lines += s3rec_checks(RESULTS)
     for sweep in sorted(RESULTS.glob("intent_lambda_*.json")):  # what the intent labels add (validation)
         s = json.loads(sweep.read_text())
         if s.get("variant") == "V0":

@@ -12,8 +12,14 @@ no weight decay), batch 256, at most 200 epochs; early stopping on validation ND
 10; full ranking where the scores of the user's earlier items are set to 0 (their evaluation), and
 also with them kept (ours). Results: bench/results/s3rec_check.{json,md}.
 
+Their negatives are drawn from outside the user's whole sequence, so the validation and test items
+are never a training negative for their user. ``--negatives training`` draws them from outside the
+items training shows (all but the last two), and ``--negatives uniform`` from every item but the
+position's target, as our SASRec-BCE does; each writes its own result files.
+
     python bench/peers/s3rec_procedure.py                 # seeds 42 0 1, LastFM
     python bench/peers/s3rec_procedure.py --data Beauty --seeds 42
+    python bench/peers/s3rec_procedure.py --seeds 42 --patience 200 --negatives uniform
 """
 
 from __future__ import annotations
@@ -97,7 +103,11 @@ class SASRec(nn.Module):
         return x
 
 
-def run(sequences: list[list[int]], seed: int, patience: int = 10) -> dict[str, Any]:
+# What a user's negatives exclude: the whole sequence (theirs), the training items, the target alone (ours).
+NEGATIVES = ("sequence", "training", "uniform")
+
+
+def run(sequences: list[list[int]], seed: int, patience: int = 10, negatives_from: str = "sequence") -> dict[str, Any]:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -113,8 +123,11 @@ def run(sequences: list[list[int]], seed: int, patience: int = 10) -> dict[str, 
         rows = []
         for s in sequences:
             inputs, targets = s[:-cut], s[1 : len(s) - cut + 1]
-            seen = set(s)
-            negatives = [negative(seen) for _ in inputs]
+            if negatives_from == "uniform":
+                negatives = [negative({t}) for t in targets]
+            else:
+                seen = set(s) if negatives_from == "sequence" else set(s[:-2])
+                negatives = [negative(seen) for _ in inputs]
             pad = [0] * (L - len(inputs))
             rows.append([*(pad + inputs)[-L:], *(pad + targets)[-L:], *(pad + negatives)[-L:]])
         t = torch.tensor(rows)
@@ -180,6 +193,8 @@ def main() -> None:
     parser.add_argument("--data", default="LastFM", choices=list(PUBLISHED))
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 0, 1])
     parser.add_argument("--patience", type=int, default=10, help="early-stopping patience (theirs: 10)")
+    parser.add_argument("--negatives", choices=NEGATIVES, default="sequence",
+                        help="what a user's negatives exclude (theirs: the whole sequence)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(os.environ.get("INTENTREC_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -189,7 +204,7 @@ def main() -> None:
     sequences = [[int(x) for x in line.split()[1:]] for line in path.read_text().splitlines() if line.strip()]
     rows = []
     for seed in args.seeds:
-        rows.append(run(sequences, seed, args.patience))
+        rows.append(run(sequences, seed, args.patience, args.negatives))
         r = rows[-1]["test_seen_excluded"]
         print(f"seed {seed}: HR@10 {r['hr@10']:.4f} NDCG@10 {r['ndcg@10']:.4f} ({rows[-1]['seconds']} s)", flush=True)
 
@@ -200,16 +215,19 @@ def main() -> None:
     hr, ndcg = PUBLISHED[args.data]
     record = {
         "command": f"python bench/peers/s3rec_procedure.py --data {args.data} --seeds {' '.join(map(str, args.seeds))}"
-                   + (f" --patience {args.patience}" if args.patience != 10 else ""),
+                   + (f" --patience {args.patience}" if args.patience != 10 else "")
+                   + (f" --negatives {args.negatives}" if args.negatives != "sequence" else ""),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "data": args.data,
         "patience": args.patience,
+        "negatives": args.negatives,
         "published": {"hr@10": hr, "ndcg@10": ndcg},
         "runs": rows,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"s3rec_check_{args.data.lower()}" + (f"_patience{args.patience}" if args.patience != 10 else "")
+    name += f"_negatives_{args.negatives}" if args.negatives != "sequence" else ""
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         f"# S3-Rec's SASRec procedure on {args.data}, re-run",
@@ -220,7 +238,9 @@ def main() -> None:
         f"Date: {record['date']}  ",
         "The procedure of the S3-Rec repository's `run_finetune_full.py` without pre-training, re-written in "
         "`bench/peers/s3rec_procedure.py` (see its docstring). Mean ± standard deviation over seeds "
-        f"{args.seeds}; early-stopping patience {args.patience}.",
+        f"{args.seeds}; early-stopping patience {args.patience}; negatives drawn from outside "
+        + {"sequence": "the user's whole sequence (theirs)", "training": "the user's training items",
+           "uniform": "the position's target only (ours)"}[args.negatives] + ".",
         "",
         "| | HR@10 | NDCG@10 |",
         "|---|---|---|",
