@@ -103,6 +103,9 @@ class ModelConfig:
     # item_loss = "sampled": negatives drawn for each position ("per_position", as RecTools) or once per
     # batch and shared by every position ("shared", as TensorFlow's sampled_softmax_loss; far faster)
     negatives: Literal["per_position", "shared"] = "per_position"
+    # item_loss = "bce": the negative drawn from the items the row does not hold (its inputs and targets),
+    # as S3-Rec's trainer draws them, instead of from every item but the target
+    unseen_negatives: bool = False
     intent_lambda: float = 0.3  # intentrec: weight of the summed intent losses
     heads: tuple[str, ...] | None = None  # intentrec: intent heads to use (default: every enabled one)
     head_weights: dict[str, float] = field(default_factory=dict)  # intentrec: per-head loss weight (default 1)
@@ -143,6 +146,10 @@ class ModelConfig:
             raise ConfigError(f"model.negatives must be per_position or shared, got {self.negatives!r}")
         if self.negatives != "per_position" and self.item_loss != "sampled":
             raise ConfigError('model.negatives applies to model.item_loss = "sampled"')
+        if self.unseen_negatives and self.item_loss != "bce":
+            raise ConfigError('model.unseen_negatives applies to model.item_loss = "bce"')
+        if self.unseen_negatives and self.kind not in ("intentrec", "sasrec", "gru4rec"):
+            raise ConfigError(f"model.unseen_negatives applies to intentrec, sasrec and gru4rec, not {self.kind}")
         if self.positions not in ("from_first", "from_last"):
             raise ConfigError(f"model.positions must be from_first or from_last, got {self.positions!r}")
         if self.positions != "from_first" and self.kind not in ("intentrec", "sasrec"):

@@ -62,14 +62,15 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
     if config.kind == "sasrec":
         return sasrec(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                       dropout=config.dropout, max_len=config.max_len, item_loss=config.item_loss,
-                      n_negatives=config.n_negatives, negatives=config.negatives, ffn_mult=config.ffn_mult,
-                      init=config.init,
+                      n_negatives=config.n_negatives, negatives=config.negatives,
+                      unseen_negatives=config.unseen_negatives, ffn_mult=config.ffn_mult, init=config.init,
                       repeat=config.repeat, positions=config.positions,
                       input_projection=config.input_projection)  # fmt: skip
     if config.kind == "gru4rec":
         gru = GRU4RecConfig(store.n_items, d=config.d, n_layers=config.n_blocks, dropout=config.dropout,
                             max_len=config.max_len, item_loss=config.item_loss,
-                            n_negatives=config.n_negatives, negatives=config.negatives)  # fmt: skip
+                            n_negatives=config.n_negatives, negatives=config.negatives,
+                            unseen_negatives=config.unseen_negatives)  # fmt: skip
         return GRU4Rec(gru)
     if config.kind == "bert4rec":
         bert = BERT4RecConfig(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
@@ -105,6 +106,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
         item_loss=config.item_loss,
         n_negatives=config.n_negatives,
         negatives=config.negatives,
+        unseen_negatives=config.unseen_negatives,
         output_genres=config.output_genres,
         repeat=config.repeat,
         repeat_features=config.repeat_features,

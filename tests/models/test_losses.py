@@ -176,3 +176,47 @@ def test_sampled_softmax_config_errors() -> None:
         IntentRecConfig(n_items=5, variant="V0", item_loss="sampled", n_negatives=0)
     with pytest.raises(ValueError, match="item loss must be one of"):
         next_item_loss(torch.zeros(1, 3, 2), two_targets()[1], TABLE, "hinge")
+
+
+def test_unseen_negatives_avoid_the_target_and_the_rows_items_and_are_uniform_over_the_rest() -> None:
+    torch.manual_seed(0)
+    n = 60_000
+    target = torch.full((n,), 4)
+    held = torch.tensor([[0, 1, 2, 3, 4]]).expand(n, 5)  # padding, items 1-3 and the target itself
+    negative = base_module.unseen_negative(target, held, n_items=10)
+    counts = torch.bincount(negative, minlength=11)
+    assert counts[:5].sum() == 0  # never padding, a held item or the target
+    # uniform over items 5..10: 10,000 each; 4 standard deviations of a binomial(60,000, 1/6) is 365
+    assert (counts[5:] - n / 6).abs().max() < 365
+
+
+def test_unseen_negatives_in_a_row_that_holds_all_but_one_item_find_it() -> None:
+    torch.manual_seed(1)
+    held = torch.tensor([[1, 2, 3, 5, 6], [0, 0, 0, 0, 2]])
+    negative = base_module.unseen_negative(torch.tensor([2, 1]), held, n_items=6)
+    assert negative[0] == 4  # items 1-6 less the five held: only 4 is left
+    assert negative[1] not in (1, 2)
+
+
+def test_bce_with_unseen_negatives_matches_the_hand_computed_value() -> None:
+    hidden, batch = two_targets()
+    batch.items = torch.tensor([[0, 1, 2]])  # with the targets 1 and 2, the row holds items 1 and 2: only 3 is unseen
+    torch.manual_seed(0)
+    loss = next_item_loss(hidden, batch, TABLE, "bce", unseen_negatives=True)
+
+    def softplus(x: float) -> float:
+        return math.log1p(math.exp(x))
+
+    # first target (item 1), h = (2, 0): positive score 2, negative (item 3) 2
+    # second target (item 2), h = (0, 1): positive score 1, negative (item 3) 1
+    first, second = softplus(-2) + softplus(2), softplus(-1) + softplus(1)
+    assert loss.item() == pytest.approx((1 * first + 2 * second) / 2, rel=1e-6)
+
+
+def test_unseen_negatives_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r'model\.unseen_negatives applies to model\.item_loss = "bce"'):
+        ModelConfig(kind="sasrec", unseen_negatives=True)
+    with pytest.raises(ConfigError, match=r"model\.unseen_negatives applies to intentrec, sasrec and gru4rec"):
+        ModelConfig(kind="bert4rec", item_loss="bce", unseen_negatives=True)
+    with pytest.raises(ValueError, match="unseen_negatives applies to item_loss='bce'"):
+        IntentRecConfig(n_items=5, variant="V0", unseen_negatives=True)

@@ -109,6 +109,7 @@ def next_item_loss(
     kind: str,
     n_negatives: int = 256,
     negatives: str = "per_position",
+    unseen_negatives: bool = False,
 ) -> torch.Tensor:
     """Engagement-weighted next-item loss over every position with a target: full softmax
     cross-entropy (``ce``), binary cross-entropy against one uniform negative (``bce``), or softmax
@@ -117,7 +118,9 @@ def next_item_loss(
     drawn for each position (``negatives="per_position"``, as RecTools' and transformer_benchmark's
     sampled softmax) or once for the whole batch and shared by every position (``"shared"``, as
     TensorFlow's ``sampled_softmax_loss``): one (N, D) x (D, K) matmul instead of gathering N x K
-    embeddings: 5-8 times faster an epoch of SASRec at 10K-100K items on a CPU (bench/scaling.py)."""
+    embeddings: 5-8 times faster an epoch of SASRec at 10K-100K items on a CPU (bench/scaling.py).
+    With ``unseen_negatives``, the ``bce`` negative is drawn from the items its row does not hold (its
+    inputs and targets), as S3-Rec's trainer draws them: see `unseen_negative`."""
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
     has_target = batch.target_items > 0  # (B, L)
@@ -147,14 +150,40 @@ def next_item_loss(
         logits = torch.cat([positive_score, negative_score.masked_fill(hit, float("-inf"))], dim=1)  # target first
         terms = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
     elif kind == "bce":
-        negative = torch.randint(1, n_items, target.shape, device=target.device)  # (N,)
-        negative = negative + (negative >= target).long()  # uniform over items other than the target
+        if unseen_negatives:
+            row = has_target.nonzero(as_tuple=True)[0]  # (N,) the batch row of each target
+            negative = unseen_negative(target, torch.cat([batch.items, batch.target_items], dim=1)[row], n_items)
+        else:
+            negative = other_item(target, n_items)
         positive_score = (h * item_embeddings[target]).sum(-1)  # (N,)
         negative_score = (h * item_embeddings[negative]).sum(-1)  # (N,)
         terms = nn.functional.softplus(-positive_score) + nn.functional.softplus(negative_score)  # (N,)
     else:
         raise ValueError(f"item loss must be one of {', '.join(ITEM_LOSSES)}, got {kind!r}")
     return (terms * weights).sum() / has_target.sum().clamp(min=1)
+
+
+def other_item(target: torch.Tensor, n_items: int) -> torch.Tensor:
+    """For each target, an item drawn uniformly from the ``n_items`` items (1..n_items) other than it."""
+    drawn = torch.randint(1, n_items, target.shape, device=target.device)
+    return drawn + (drawn >= target).long()
+
+
+UNSEEN_REDRAWS = 20  # rounds of redrawing the negatives that hit their row's items
+
+
+def unseen_negative(target: torch.Tensor, held: torch.Tensor, n_items: int) -> torch.Tensor:
+    """For each target (N,), an item other than it and not among its row's items ``held`` (N, H; 0 is
+    padding): drawn uniformly, and the draws that hit a held item drawn again, up to `UNSEEN_REDRAWS`
+    times. A row that holds nearly the whole catalogue may keep a held item after that (the chance that
+    a draw stays held is (share held) ** 21)."""
+    negative = other_item(target, n_items)
+    for _ in range(UNSEEN_REDRAWS):
+        clash = (negative[:, None] == held).any(dim=1)  # (N,)
+        if not bool(clash.any()):
+            break
+        negative[clash] = other_item(target[clash], n_items)
+    return negative
 
 
 # Logits per chunk. On one thread, 1 MB of float32 logits, which stays in cache from the matmul through

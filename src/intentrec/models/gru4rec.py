@@ -44,6 +44,7 @@ class GRU4RecConfig:
     item_loss: ItemLoss = "ce"  # see `intentrec.models.base.next_item_loss`
     n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
     negatives: Negatives = "per_position"  # drawn per position or once per batch ("shared")
+    unseen_negatives: bool = False  # item_loss="bce": the negative drawn from items the row does not hold
 
 
 class GRU4Rec(SequentialModel):
@@ -88,5 +89,6 @@ class GRU4Rec(SequentialModel):
             self.config.item_loss,
             self.config.n_negatives,
             self.config.negatives,
+            self.config.unseen_negatives,
         )
         return loss, {"item": loss.item(), "total": loss.item()}

@@ -104,6 +104,7 @@ class IntentRecConfig:
     item_loss: ItemLoss = "ce"
     n_negatives: int = 256  # uniform negatives per position (item_loss="sampled")
     negatives: Negatives = "per_position"  # drawn per position or once per batch ("shared")
+    unseen_negatives: bool = False  # item_loss="bce": the negative drawn from items the row does not hold
     # weight initialisation (`intentrec.models.layers.small_init`, `intentrec.models.layers.xavier_init`)
     init: Literal["scaled", "small", "xavier"] = "scaled"
     # score items with their genre embedding added to the id embedding, as the input does: items share
@@ -127,6 +128,8 @@ class IntentRecConfig:
             raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
         if self.n_negatives < 1:
             raise ValueError(f"n_negatives must be at least 1, got {self.n_negatives}")
+        if self.unseen_negatives and self.item_loss != "bce":
+            raise ValueError("unseen_negatives applies to item_loss='bce'")
         if self.variant not in ("V0", "V1", "V2", "V3"):
             raise ValueError(f"variant must be V0, V1, V2 or V3, got {self.variant!r}")
         if self.repeat and self.item_loss != "ce":
@@ -301,7 +304,7 @@ class IntentRec(SequentialModel):
             item_loss = self._mixture_loss(output, batch)
         else:
             item_loss = next_item_loss(
-                output.hidden, batch, self.item_embeddings, c.item_loss, c.n_negatives, c.negatives
+                output.hidden, batch, self.item_embeddings, c.item_loss, c.n_negatives, c.negatives, c.unseen_negatives
             )
         parts = {"item": item_loss.item()}
         total = item_loss
