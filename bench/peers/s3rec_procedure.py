@@ -15,7 +15,8 @@ also with them kept (ours). Results: bench/results/s3rec_check.{json,md}.
 Their negatives are drawn from outside the user's whole sequence, so the validation and test items
 are never a training negative for their user. ``--negatives training`` draws them from outside the
 items training shows (all but the last two), and ``--negatives uniform`` from every item but the
-position's target, as our SASRec-BCE does; each writes its own result files.
+position's target, as our SASRec-BCE does; ``--pre-norm`` makes the blocks pre-LayerNorm with a final
+LayerNorm, as ours. Each writes its own result files.
 
     python bench/peers/s3rec_procedure.py                 # seeds 42 0 1, LastFM
     python bench/peers/s3rec_procedure.py --data Beauty --seeds 42
@@ -61,10 +62,12 @@ class LayerNorm(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-LayerNorm transformer layer: attention, add and norm; feed-forward, add and norm."""
+    """Post-LayerNorm transformer layer: attention, add and norm; feed-forward, add and norm. With
+    ``pre_norm``, as ours: norm, attention, add; norm, feed-forward, add."""
 
-    def __init__(self) -> None:
+    def __init__(self, pre_norm: bool = False) -> None:
         super().__init__()
+        self.pre_norm = pre_norm
         self.q, self.k, self.v, self.out = (nn.Linear(H, H) for _ in range(4))
         self.ffn_in, self.ffn_out = nn.Linear(H, 4 * H), nn.Linear(4 * H, H)
         self.norm_attention, self.norm_ffn = LayerNorm(), LayerNorm()
@@ -76,18 +79,28 @@ class Block(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, L, HEADS, H // HEADS).permute(0, 2, 1, 3)
 
-        scores = heads(self.q(x)) @ heads(self.k(x)).transpose(-1, -2) / math.sqrt(H // HEADS) + bias
-        context = (self.attention_dropout(scores.softmax(-1)) @ heads(self.v(x))).permute(0, 2, 1, 3).reshape(b, L, H)
-        x = self.norm_attention(self.dropout(self.out(context)) + x)
-        return self.norm_ffn(self.dropout(self.ffn_out(nn.functional.gelu(self.ffn_in(x)))) + x)
+        def attend(y: torch.Tensor) -> torch.Tensor:
+            scores = heads(self.q(y)) @ heads(self.k(y)).transpose(-1, -2) / math.sqrt(H // HEADS) + bias
+            context = self.attention_dropout(scores.softmax(-1)) @ heads(self.v(y))
+            return self.dropout(self.out(context.permute(0, 2, 1, 3).reshape(b, L, H)))
+
+        def feed_forward(y: torch.Tensor) -> torch.Tensor:
+            return self.dropout(self.ffn_out(nn.functional.gelu(self.ffn_in(y))))
+
+        if self.pre_norm:
+            x = x + attend(self.norm_attention(x))
+            return x + feed_forward(self.norm_ffn(x))
+        x = self.norm_attention(attend(x) + x)
+        return self.norm_ffn(feed_forward(x) + x)
 
 
 class SASRec(nn.Module):
-    def __init__(self, n_items: int) -> None:
+    def __init__(self, n_items: int, pre_norm: bool = False) -> None:
         super().__init__()
         self.item, self.position = nn.Embedding(n_items, H, padding_idx=0), nn.Embedding(L, H)
         self.norm, self.dropout = LayerNorm(), nn.Dropout(0.5)
-        self.blocks = nn.ModuleList([Block(), Block()])
+        self.blocks = nn.ModuleList([Block(pre_norm), Block(pre_norm)])
+        self.final_norm = LayerNorm() if pre_norm else nn.Identity()  # a pre-norm stack ends with one
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Embedding):
                 m.weight.data.normal_(0.0, 0.02)
@@ -100,14 +113,16 @@ class SASRec(nn.Module):
         x = self.dropout(self.norm(self.item(ids) + self.position(torch.arange(L))[None]))
         for block in self.blocks:
             x = block(x, bias)
-        return x
+        return self.final_norm(x)
 
 
 # What a user's negatives exclude: the whole sequence (theirs), the training items, the target alone (ours).
 NEGATIVES = ("sequence", "training", "uniform")
 
 
-def run(sequences: list[list[int]], seed: int, patience: int = 10, negatives_from: str = "sequence") -> dict[str, Any]:
+def run(
+    sequences: list[list[int]], seed: int, patience: int = 10, negatives_from: str = "sequence", pre_norm: bool = False
+) -> dict[str, Any]:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -133,7 +148,7 @@ def run(sequences: list[list[int]], seed: int, patience: int = 10, negatives_fro
         t = torch.tensor(rows)
         return t[:, :L], t[:, L : 2 * L], t[:, 2 * L :]
 
-    model = SASRec(n_items)
+    model = SASRec(n_items, pre_norm)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def evaluate(split: str, exclude_seen: bool) -> dict[str, float]:
@@ -195,6 +210,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10, help="early-stopping patience (theirs: 10)")
     parser.add_argument("--negatives", choices=NEGATIVES, default="sequence",
                         help="what a user's negatives exclude (theirs: the whole sequence)")  # fmt: skip
+    parser.add_argument("--pre-norm", action="store_true", help="pre-LayerNorm blocks and a final LayerNorm, as ours")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(os.environ.get("INTENTREC_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -204,7 +220,7 @@ def main() -> None:
     sequences = [[int(x) for x in line.split()[1:]] for line in path.read_text().splitlines() if line.strip()]
     rows = []
     for seed in args.seeds:
-        rows.append(run(sequences, seed, args.patience, args.negatives))
+        rows.append(run(sequences, seed, args.patience, args.negatives, args.pre_norm))
         r = rows[-1]["test_seen_excluded"]
         print(f"seed {seed}: HR@10 {r['hr@10']:.4f} NDCG@10 {r['ndcg@10']:.4f} ({rows[-1]['seconds']} s)", flush=True)
 
@@ -216,18 +232,21 @@ def main() -> None:
     record = {
         "command": f"python bench/peers/s3rec_procedure.py --data {args.data} --seeds {' '.join(map(str, args.seeds))}"
                    + (f" --patience {args.patience}" if args.patience != 10 else "")
-                   + (f" --negatives {args.negatives}" if args.negatives != "sequence" else ""),
+                   + (f" --negatives {args.negatives}" if args.negatives != "sequence" else "")
+                   + (" --pre-norm" if args.pre_norm else ""),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "data": args.data,
         "patience": args.patience,
         "negatives": args.negatives,
+        "pre_norm": args.pre_norm,
         "published": {"hr@10": hr, "ndcg@10": ndcg},
         "runs": rows,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"s3rec_check_{args.data.lower()}" + (f"_patience{args.patience}" if args.patience != 10 else "")
     name += f"_negatives_{args.negatives}" if args.negatives != "sequence" else ""
+    name += "_pre_norm" if args.pre_norm else ""
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         f"# S3-Rec's SASRec procedure on {args.data}, re-run",
@@ -240,7 +259,8 @@ def main() -> None:
         "`bench/peers/s3rec_procedure.py` (see its docstring). Mean ± standard deviation over seeds "
         f"{args.seeds}; early-stopping patience {args.patience}; negatives drawn from outside "
         + {"sequence": "the user's whole sequence (theirs)", "training": "the user's training items",
-           "uniform": "the position's target only (ours)"}[args.negatives] + ".",
+           "uniform": "the position's target only (ours)"}[args.negatives]
+        + ("; pre-LayerNorm blocks and a final LayerNorm (ours), not theirs" if args.pre_norm else "") + ".",
         "",
         "| | HR@10 | NDCG@10 |",
         "|---|---|---|",
