@@ -230,9 +230,11 @@ def s3rec_checks(results: Path) -> list[str]:
         runs = c["runs"]
         hr = sum(r["test_seen_excluded"]["hr@10"] for r in runs) / len(runs)
         ndcg = sum(r["test_seen_excluded"]["ndcg@10"] for r in runs) / len(runs)
+        seeds = f"{len(runs)} seed{'s' * (len(runs) != 1)}"
+        how = [f"patience {c.get('patience', 10)}", NEGATIVES_FROM[c.get("negatives", "sequence")]]
+        how += ["pre-LayerNorm blocks, ours"] if c.get("pre_norm") else []
         lines += [
-            f"**{c['data']}, SASRec (BCE) re-run with S3-Rec's own procedure** ({len(runs)} seed{'s' * (len(runs) != 1)}, patience "
-            f"{c.get('patience', 10)}, {NEGATIVES_FROM[c.get('negatives', 'sequence')]}, "
+            f"**{c['data']}, SASRec (BCE) re-run with S3-Rec's own procedure** ({seeds}, {', '.join(how)}, "
             f"[{check.stem}.md]({check.stem}.md)): HR@10 {hr:.4f}, NDCG@10 {ndcg:.4f}, against the table's "
             f"{c['published']['hr@10']} / {c['published']['ndcg@10']}; per seed: "
             + ", ".join(f"{r['test_seen_excluded']['ndcg@10']:.4f} (best epoch {r['best_epoch']})" for r in runs)

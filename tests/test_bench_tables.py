@@ -140,24 +140,18 @@ def test_aggregate_keeps_only_the_intent_metrics_every_seed_has() -> None:
         assert intents == pytest.approx({"accuracy": 0.85, "macro_f1": 0.35})
 
 
-def test_s3rec_check_paragraph_averages_the_seeds_and_names_the_negatives(tmp_path: Path) -> None:
+def test_s3rec_check_paragraph_averages_the_seeds_and_names_the_procedure(tmp_path: Path) -> None:
     def run(ndcg: float, best: int) -> dict[str, Any]:
         return {"best_epoch": best, "test_seen_excluded": {"hr@10": 2 * ndcg, "ndcg@10": ndcg}}
 
-    check = {
-        "data": "LastFM",
-        "patience": 200,
-        "negatives": "uniform",
-        "published": {"hr@10": 0.0688, "ndcg@10": 0.039},
-    }
-    (tmp_path / "s3rec_check_lastfm_negatives_uniform.json").write_text(
-        json.dumps({**check, "runs": [run(0.03, 170), run(0.04, 150)]})
-    )
-    del check["negatives"]  # written before the option: their negatives
+    check = {"data": "LastFM", "patience": 200, "published": {"hr@10": 0.0688, "ndcg@10": 0.039}}
+    # written before --negatives and --pre-norm existed: their negatives and blocks
     (tmp_path / "s3rec_check_lastfm.json").write_text(json.dumps({**check, "runs": [run(0.02, 7)]}))
+    ours_too = {**check, "negatives": "uniform", "pre_norm": True, "runs": [run(0.03, 170), run(0.04, 150)]}
+    (tmp_path / "s3rec_check_lastfm_negatives_uniform_pre_norm.json").write_text(json.dumps(ours_too))
     theirs, _, ours, _ = report.s3rec_checks(tmp_path)
-    assert "(1 seed, patience 200, negatives outside the user's whole sequence, theirs," in theirs
+    assert "(1 seed, patience 200, negatives outside the user's whole sequence, theirs, [" in theirs
     assert "HR@10 0.0400, NDCG@10 0.0200" in theirs
-    # mean of 0.03 and 0.04
-    assert "negatives uniform but the target, ours" in ours and "HR@10 0.0700, NDCG@10 0.0350" in ours
+    assert "(2 seeds, patience 200, negatives uniform but the target, ours, pre-LayerNorm blocks, ours, [" in ours
+    assert "HR@10 0.0700, NDCG@10 0.0350" in ours  # the means of 0.06, 0.08 and of 0.03, 0.04
     assert ours.endswith("per seed: 0.0300 (best epoch 170), 0.0400 (best epoch 150).")
