@@ -220,3 +220,28 @@ def test_unseen_negatives_config_errors() -> None:
         ModelConfig(kind="bert4rec", item_loss="bce", unseen_negatives=True)
     with pytest.raises(ValueError, match="unseen_negatives applies to item_loss='bce'"):
         IntentRecConfig(n_items=5, variant="V0", unseen_negatives=True)
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "intentrec"])
+def test_unseen_negatives_reach_the_model_from_the_config(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from intentrec.data.batching import SequenceStore
+    from intentrec.data.schema import make_dataset
+    from intentrec.data.sequences import build_sequences
+    from intentrec.data.synthetic import WorldConfig, generate
+    from intentrec.runs import build_model
+
+    world = generate(WorldConfig(users=20, seed=1, titles=30))
+    store = SequenceStore(build_sequences(make_dataset("w", world.interactions, world.items)))
+    config = ModelConfig(kind=kind, item_loss="bce", unseen_negatives=True, d=8, max_len=10)  # type: ignore[arg-type]
+    model = build_model(config, store)
+    calls: list[int] = []
+    real = base_module.unseen_negative
+
+    def counted(target: torch.Tensor, held: torch.Tensor, n_items: int) -> torch.Tensor:
+        calls.append(len(target))
+        return real(target, held, n_items)
+
+    monkeypatch.setattr(base_module, "unseen_negative", counted)
+    batch = next(iter(store.train_batches(4, 10, shuffle=False, seed=0)))
+    model.loss(batch, model(batch))
+    assert calls == [int((batch.target_items > 0).sum())]  # one draw for every target of the batch
