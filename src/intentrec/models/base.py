@@ -178,11 +178,12 @@ def unseen_negative(target: torch.Tensor, held: torch.Tensor, n_items: int) -> t
     times. A row that holds nearly the whole catalogue may keep a held item after that (the chance that
     a draw stays held is (share held) ** 21)."""
     negative = other_item(target, n_items)
+    pending = torch.arange(len(target), device=target.device)  # rows whose latest draw is unchecked
     for _ in range(UNSEEN_REDRAWS):
-        clash = (negative[:, None] == held).any(dim=1)  # (N,)
-        if not bool(clash.any()):
+        pending = pending[(negative[pending, None] == held[pending]).any(dim=1)]  # those that hit a held item
+        if not len(pending):
             break
-        negative[clash] = other_item(target[clash], n_items)
+        negative[pending] = other_item(target[pending], n_items)
     return negative
 
 
