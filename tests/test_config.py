@@ -36,10 +36,6 @@ def test_defaults_and_a_small_file(tmp_path: Path) -> None:
             "[model]\nkind = 'gru4rec'\ninput_projection = false\n",
             "model.input_projection applies to intentrec and sasrec",
         ),
-        (
-            "[model]\nvariant = 'V3'\ninput_projection = false\n",
-            "model.input_projection = false applies to V0 and V1, not V3",
-        ),
         ("[model]\nkind = 'gru4rec'\ninit = 'small'\n", "model.init applies to intentrec and sasrec, not gru4rec"),
         ("[model]\npositions = 'from_middle'\n", "model.positions must be one of"),
         ("[model]\nkind = 'bert4rec'\npositions = 'from_last'\n", "model.positions applies to intentrec and sasrec"),

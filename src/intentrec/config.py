@@ -126,8 +126,8 @@ class ModelConfig:
     # intentrec, sasrec: learned positions counted from the first real interaction ("from_first") or back
     # from the last ("from_last", as the original SASRec's and S3-Rec's left padding to a fixed width)
     positions: Literal["from_first", "from_last"] = "from_first"
-    # intentrec V0 and V1, sasrec: a linear layer and LayerNorm between the embeddings and the encoder
-    # (false: none, as the SASRec paper and RecTools); V2 and V3 always have one
+    # intentrec, sasrec: a linear layer and LayerNorm between the (joined) inputs and each encoder (false:
+    # none, as the SASRec paper and RecTools; IntentRec V2 and V3 then sum their inputs)
     input_projection: bool = True
 
     def __post_init__(self) -> None:
@@ -156,8 +156,6 @@ class ModelConfig:
             raise ConfigError(f"model.positions applies to intentrec and sasrec, not {self.kind}")
         if not self.input_projection and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.input_projection applies to intentrec and sasrec, not {self.kind}")
-        if not self.input_projection and self.kind == "intentrec" and self.variant in ("V2", "V3"):
-            raise ConfigError(f"model.input_projection = false applies to V0 and V1, not {self.variant}")
         if self.repeat and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.item_loss != "ce":

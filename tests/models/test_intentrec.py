@@ -9,6 +9,7 @@ import torch
 from intentrec.data.batching import Batch
 from intentrec.eval.metrics import rank_of_target
 from intentrec.models import HeadSpec, IntentRec, IntentRecConfig, sasrec
+from intentrec.models.layers import window_mask
 
 B, L, D, I = 3, 7, 16, 23
 HEADS = (HeadSpec("action", 3), HeadSpec("genre", 5, multi_label=True), HeadSpec("format", 2))
@@ -77,7 +78,8 @@ RECTOOLS = {"input_projection": False, "init": "xavier", "positions": "from_last
 @pytest.mark.parametrize(("variant", "positions", "kw"), [("V0", "from_first", {}), ("V1", "from_first", {}),
                                                           ("V3", "from_first", {}), ("V3", "from_last", {}),
                                                           ("V0", "from_last", RECTOOLS),
-                                                          ("V1", "from_first", {"input_projection": False})])  # fmt: skip
+                                                          ("V1", "from_first", {"input_projection": False}),
+                                                          ("V3", "from_first", {"input_projection": False})])  # fmt: skip
 def test_causality(variant: str, positions: str, kw: dict[str, object]) -> None:
     m = model(variant, **{"positions": positions, **kw})
     batch = make_batch()
@@ -105,7 +107,13 @@ def test_last_only_is_the_last_position_of_the_full_pass(variant: str) -> None:
 
 @pytest.mark.parametrize(
     ("variant", "positions", "kw"),
-    [("V0", "from_first", {}), ("V3", "from_first", {}), ("V3", "from_last", {}), ("V0", "from_last", RECTOOLS)],
+    [
+        ("V0", "from_first", {}),
+        ("V3", "from_first", {}),
+        ("V3", "from_last", {}),
+        ("V0", "from_last", RECTOOLS),
+        ("V3", "from_first", {"input_projection": False}),
+    ],
 )
 def test_left_padding_changes_nothing(variant: str, positions: str, kw: dict[str, object]) -> None:
     m = model(variant, **{"positions": positions, **kw})
@@ -128,6 +136,25 @@ def test_without_the_input_projection_the_encoder_reads_the_embeddings() -> None
     assert isinstance(without.next_in, torch.nn.Identity)
     v1 = model("V1", input_projection=False)
     assert isinstance(v1.intent_in, torch.nn.Identity) and not hasattr(v1, "next_in")
+
+
+def test_without_the_input_projection_v2_and_v3_sum_their_inputs() -> None:
+    v3 = model("V3", input_projection=False)
+    assert not any(n.startswith(("intent_in.", "next_in.")) for n, _ in v3.named_parameters())
+    parts = torch.randn(3, B, L, D)  # F_k, S_k, Z_k
+    joined = torch.cat(list(parts), -1)  # (B, L, 3D), as forward joins them
+    torch.testing.assert_close(v3.next_in(joined), parts[0] + parts[1] + parts[2])
+    torch.testing.assert_close(v3.intent_in(joined[..., : 2 * D]), parts[0] + parts[1])
+    # the next-item encoder reads exactly that sum: hidden = next_encoder(F + S + Z)
+    v3.eval()
+    batch = make_batch()
+    seen: dict[str, torch.Tensor] = {}
+    v3.next_encoder.register_forward_hook(lambda _m, args, _out: seen.setdefault("x", args[0]))
+    out = v3(batch)
+    features = v3.embed(batch.items, batch.categorical, batch.time_gaps, batch.mask)
+    short_term = v3.window(features, window_mask(batch.mask, batch.window_len))
+    assert out.intent_embedding is not None
+    torch.testing.assert_close(seen["x"], features + short_term + out.intent_embedding)
 
 
 def test_every_parameter_gets_a_finite_gradient() -> None:
@@ -188,8 +215,6 @@ def test_config_errors() -> None:
         IntentRecConfig(n_items=5, variant="V3")
     with pytest.raises(ValueError, match="positions must be one of"):
         IntentRecConfig(n_items=5, variant="V0", positions="from_middle")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="variant V2 joins several inputs and needs input_projection"):
-        IntentRecConfig(n_items=5, variant="V2", heads=HEADS, input_projection=False)
     with pytest.raises(ValueError, match="not divisible by 3 heads"):
         IntentRec(IntentRecConfig(n_items=5, variant="V0", d=16, n_heads=3))
 

@@ -10,6 +10,7 @@ Multi-Task Learning", arXiv 2408.05353 (Netflix; shipped as FM-Intent). See ../s
     P_i        = Proj_i(p_i);  a_i = FC_att(P_i);  w = softmax(a);  Z_k = sum_i w_i P_i
     H_k        = NextItemEncoder(LN(Linear([F_k; S_k; Z_k])))   a second, separate causal Transformer
     logits     = H_k @ item_embeddings^T                 over the whole catalogue (tied weights)
+    (with input_projection = false each LN(Linear([...])) is the sum of its parts: F_k + S_k + Z_k)
     loss       = sum_k d_k CE(item_{k+1}) / N + lambda * sum_i weight_i * L_intent_i
 
 With ``repeat`` (ours; the continue/discover intent made explicit in the scores, for logs where users
@@ -115,8 +116,8 @@ class IntentRecConfig:
     # learned positions counted from the row's first real interaction, or back from its last one
     # (`intentrec.models.layers.positions_from_last`: the original SASRec's and S3-Rec's numbering)
     positions: Positions = "from_first"
-    # V0 and V1, whose encoder reads the embeddings alone: a linear layer and LayerNorm between the two
-    # (V2 and V3 always have one: it joins several inputs). Off, as SASRec, the encoder reads them directly.
+    # a linear layer and LayerNorm between the joined inputs and each encoder. Off, as SASRec, V0's and V1's
+    # encoder reads the embeddings directly, and V2's and V3's reads the sum of their inputs (`SumOfParts`)
     input_projection: bool = True
 
     def __post_init__(self) -> None:
@@ -138,10 +139,20 @@ class IntentRecConfig:
             raise ValueError("repeat_features needs repeat: it changes the pointer's keys")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
-        if not self.input_projection and self.variant in ("V2", "V3"):
-            raise ValueError(f"variant {self.variant} joins several inputs and needs input_projection")
         if self.variant != "V0" and not self.heads:
             raise ValueError(f"variant {self.variant} needs at least one intent head; the data set has none enabled")
+
+
+class SumOfParts(nn.Module):
+    """The joined inputs (B, L, n * D) summed part by part into (B, L, D): V2's and V3's encoders without
+    the input projection read F_k + S_k (+ Z_k), as a Transformer reads token and position embeddings."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.d = d
+
+    def forward(self, joined: torch.Tensor) -> torch.Tensor:
+        return joined.unflatten(-1, (-1, self.d)).sum(-2)
 
 
 class IntentRec(SequentialModel):
@@ -189,9 +200,10 @@ class IntentRec(SequentialModel):
 
     def _input_layer(self, width: int) -> nn.Module:
         """What carries the joined inputs (B, L, width) into an encoder: (B, L, D)."""
+        d = self.config.d
         if self.config.input_projection:
-            return nn.Sequential(nn.Linear(width, self.config.d), nn.LayerNorm(self.config.d))
-        return nn.Identity()  # V0 and V1 only, where width is D
+            return nn.Sequential(nn.Linear(width, d), nn.LayerNorm(d))
+        return nn.Identity() if width == d else SumOfParts(d)
 
     @property
     def item_embeddings(self) -> torch.Tensor:
