@@ -3,10 +3,10 @@
 Each (data set, model, seed) trains with ``intentrec train --config configs/<data>/<model>.toml
 --set train.seed=<seed>`` into ``bench/runs/`` (ignored by git) and is skipped when its
 ``summary.json`` already exists, so an interrupted benchmark resumes where it stopped (``--resume``
-picks up a half-trained run from its checkpoint). A finished run folder trained from another version of
-its frozen config (``frozen_config.sha256`` in the folder says which) is set aside as
-``<name>.superseded-<time>`` and trained again, never recorded as the new one. ``--jobs N`` trains N
-runs at once, each with cores / N threads.
+picks up a half-trained run from its checkpoint). A run folder, finished or not, started from another
+version of its frozen config (``frozen_config.sha256`` in the folder says which) is set aside as
+``<name>.superseded-<time>`` and trained again, never recorded as the new one nor resumed under it.
+``--jobs N`` trains N runs at once, each with cores / N threads.
 
 Every finished run leaves a record, ``bench/results/accuracy_runs/<data>-<model>-s<seed>.json`` (its
 summary: validation and test metrics, the best epoch, the digest of the config it ran), which is
@@ -109,9 +109,9 @@ def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int)
     out = RUNS / f"{data}-{model}-s{seed}"
     stamp = out / "frozen_config.sha256"  # the digest of the frozen config the run was trained from
     digest = config_digest(data, model)
-    finished = (out / "summary.json").exists()
-    if finished and not trained_from(out, digest):
-        # trained from another config (or before stamps were kept): set aside, never recorded as this one
+    if (out / "config.toml").exists() and not trained_from(out, digest):
+        # started (finished or not) from another config, or before stamps were kept: set aside, never
+        # recorded as this one nor resumed under it
         aside = out.with_name(f"{out.name}.superseded-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
         out.rename(aside)
         print(f"  {out.name}: trained from another config; moved to {aside.name}", flush=True)
@@ -381,9 +381,10 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                       "S3-Rec's numbers): the published rows are repeated there, like for like."]  # fmt: skip
         if any(e.get("eval_exclude_seen") for e in models.values()):
             lines += ["", "‡ validated and tested with the user's earlier items excluded (its config's "
-                      "`eval.exclude_seen`, as the implementation it reproduces), so its validation NDCG@10 is "
-                      "seen-excluded too; its seen-kept test scores are the same best model scored again with "
-                      "earlier items kept (`intentrec evaluate --keep-seen`), \"-\" where not yet scored."]  # fmt: skip
+                      "`eval.exclude_seen`, the way the published rows score these files), so its validation "
+                      "NDCG@10 is seen-excluded too; its seen-kept test scores are the same best model scored again "
+                      "with earlier items kept (`intentrec evaluate --keep-seen`), \"-\" where not yet "
+                      "scored."]  # fmt: skip
         carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
         if carried:
             lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "

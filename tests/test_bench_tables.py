@@ -155,3 +155,51 @@ def test_s3rec_check_paragraph_averages_the_seeds_and_names_the_procedure(tmp_pa
     assert "(2 seeds, patience 200, negatives uniform but the target, ours, pre-LayerNorm blocks, ours, [" in ours
     assert "HR@10 0.0700, NDCG@10 0.0350" in ours  # the means of 0.06, 0.08 and of 0.03, 0.04
     assert ours.endswith("per seed: 0.0300 (best epoch 170), 0.0400 (best epoch 150).")
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_run_started_from_another_config_is_set_aside_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished: bool
+) -> None:
+    (tmp_path / "configs" / "d").mkdir(parents=True)
+    (tmp_path / "configs" / "d" / "m.toml").write_text("[model]\nd = 32\n")
+    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
+    old = tmp_path / "runs" / "d-m-s0"
+    old.mkdir(parents=True)
+    (old / "config.toml").write_text("# the run's resolved config\n")
+    (old / "frozen_config.sha256").write_text("0123456789abcdef\n")  # another version of the config
+    if finished:
+        (old / "summary.json").write_text("{}")
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], **_: Any) -> Any:
+        commands.append(command)
+        return type("Done", (), {"returncode": 0, "stderr": ""})()
+
+    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+    monkeypatch.setattr(accuracy, "write_record", lambda *args, **kwargs: None)
+    assert accuracy.run_one("d", "m", 0, {}, threads=1)
+    (aside,) = (tmp_path / "runs").glob("d-m-s0.superseded-*")
+    assert (aside / "frozen_config.sha256").read_text() == "0123456789abcdef\n"  # kept as it was
+    assert len(commands) == 1 and "--resume" not in commands[0]  # trained afresh, not resumed
+    assert (old / "frozen_config.sha256").read_text().strip() == accuracy.config_digest("d", "m")
+
+
+def test_a_half_trained_run_of_the_same_config_is_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "configs" / "d").mkdir(parents=True)
+    (tmp_path / "configs" / "d" / "m.toml").write_text("[model]\nd = 32\n")
+    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
+    run = tmp_path / "runs" / "d-m-s0"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("# the run's resolved config\n")
+    (run / "frozen_config.sha256").write_text(accuracy.config_digest("d", "m") + "\n")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(
+        accuracy.subprocess, "run", lambda c, **_: commands.append(c) or type("D", (), {"returncode": 0})()
+    )
+    monkeypatch.setattr(accuracy, "write_record", lambda *args, **kwargs: None)
+    assert accuracy.run_one("d", "m", 0, {}, threads=1)
+    assert not list((tmp_path / "runs").glob("*.superseded-*"))
+    assert commands[0][-1] == "--resume"
