@@ -203,3 +203,24 @@ def test_a_half_trained_run_of_the_same_config_is_resumed(tmp_path: Path, monkey
     assert accuracy.run_one("d", "m", 0, {}, threads=1)
     assert not list((tmp_path / "runs").glob("*.superseded-*"))
     assert commands[0][-1] == "--resume"
+
+
+def test_standing_compares_intentrec_with_the_mixture_both_ways_on_the_s3rec_files() -> None:
+    def entry(valid: float, test: float, kept: float) -> dict[str, Any]:
+        row = {**accuracy.aggregate([summary(test, kept_ndcg=kept)]), "eval_exclude_seen": True}
+        row["valid_ndcg@10"] = {"mean": valid, "std": 0.0, "values": [valid]}
+        return row
+
+    table = {
+        "published": {},
+        "results": {
+            "lastfm": {"intentrec-v1": entry(0.05, 0.040, 0.030), "sasrec-ce-repeat": entry(0.05, 0.038, 0.036)}
+        },
+    }
+    rows = [line for line in report.standing(table) if "mixture" in line]
+    assert rows == [
+        "| lastfm | our SASRec-CE with the continue/discover mixture | 0.0360 | intentrec-v1 | 0.0300 (1) | above | "
+        "missed (-17%) |",
+        "| lastfm | our SASRec-CE with the continue/discover mixture, seen excluded | 0.0380 | intentrec-v1 | "
+        "0.0400 (1) | above | met (+5%) |",
+    ]
