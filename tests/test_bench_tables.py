@@ -157,20 +157,22 @@ def test_s3rec_check_paragraph_averages_the_seeds_and_names_the_procedure(tmp_pa
     assert ours.endswith("per seed: 0.0300 (best epoch 170), 0.0400 (best epoch 150).")
 
 
-@pytest.mark.parametrize("finished", [False, True])
-def test_a_run_started_from_another_config_is_set_aside_not_resumed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished: bool
-) -> None:
+def frozen_config_and_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamp: str) -> Path:
+    """A frozen config ``configs/d/m.toml`` and a started run of it, ``runs/d-m-s0``, stamped ``stamp``
+    (empty: the config's own digest); ``accuracy`` reads both from ``tmp_path``."""
     (tmp_path / "configs" / "d").mkdir(parents=True)
     (tmp_path / "configs" / "d" / "m.toml").write_text("[model]\nd = 32\n")
     monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
     monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
-    old = tmp_path / "runs" / "d-m-s0"
-    old.mkdir(parents=True)
-    (old / "config.toml").write_text("# the run's resolved config\n")
-    (old / "frozen_config.sha256").write_text("0123456789abcdef\n")  # another version of the config
-    if finished:
-        (old / "summary.json").write_text("{}")
+    run = tmp_path / "runs" / "d-m-s0"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("# the run's resolved config\n")
+    (run / "frozen_config.sha256").write_text((stamp or accuracy.config_digest("d", "m")) + "\n")
+    return run
+
+
+def trains_without_training(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The training commands ``run_one`` would run, recorded instead of run; no record is written."""
     commands: list[list[str]] = []
 
     def fake_run(command: list[str], **_: Any) -> Any:
@@ -179,6 +181,17 @@ def test_a_run_started_from_another_config_is_set_aside_not_resumed(
 
     monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
     monkeypatch.setattr(accuracy, "write_record", lambda *args, **kwargs: None)
+    return commands
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_run_started_from_another_config_is_set_aside_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished: bool
+) -> None:
+    old = frozen_config_and_run(tmp_path, monkeypatch, "0123456789abcdef")  # another version of the config
+    if finished:
+        (old / "summary.json").write_text("{}")
+    commands = trains_without_training(monkeypatch)
     assert accuracy.run_one("d", "m", 0, {}, threads=1)
     (aside,) = (tmp_path / "runs").glob("d-m-s0.superseded-*")
     assert (aside / "frozen_config.sha256").read_text() == "0123456789abcdef\n"  # kept as it was
@@ -187,19 +200,8 @@ def test_a_run_started_from_another_config_is_set_aside_not_resumed(
 
 
 def test_a_half_trained_run_of_the_same_config_is_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "configs" / "d").mkdir(parents=True)
-    (tmp_path / "configs" / "d" / "m.toml").write_text("[model]\nd = 32\n")
-    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
-    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
-    run = tmp_path / "runs" / "d-m-s0"
-    run.mkdir(parents=True)
-    (run / "config.toml").write_text("# the run's resolved config\n")
-    (run / "frozen_config.sha256").write_text(accuracy.config_digest("d", "m") + "\n")
-    commands: list[list[str]] = []
-    monkeypatch.setattr(
-        accuracy.subprocess, "run", lambda c, **_: commands.append(c) or type("D", (), {"returncode": 0})()
-    )
-    monkeypatch.setattr(accuracy, "write_record", lambda *args, **kwargs: None)
+    frozen_config_and_run(tmp_path, monkeypatch, "")
+    commands = trains_without_training(monkeypatch)
     assert accuracy.run_one("d", "m", 0, {}, threads=1)
     assert not list((tmp_path / "runs").glob("*.superseded-*"))
     assert commands[0][-1] == "--resume"
