@@ -11,10 +11,12 @@ version of its frozen config (``frozen_config.sha256`` in the folder says which)
 Every finished run leaves a record, ``bench/results/accuracy_runs/<data>-<model>-s<seed>.json`` (its
 summary: validation and test metrics, the best epoch, the digest of the config it ran), which is
 committed: the tables are built from these records, so they survive a fresh clone and a run on another
-machine adds to them. A record whose config digest no longer matches ``configs/`` is superseded and
-left out of the tables. A (data set, model) with no records keeps its last entry in ``accuracy.json``,
-marked as carried over. Test metrics (full ranking, leave-one-out) are aggregated as mean and standard
-deviation over seeds and printed beside the published numbers for the same files.
+machine adds to them. A record whose config digest no longer matches ``configs/`` is superseded: while
+the current config has no record yet, the row shows the records of its previous version, marked as such
+and left out of every comparison (bench/report.py); after that, they are left out. A (data set, model)
+with no records at all keeps its last entry in ``accuracy.json``, marked as carried over. Test metrics
+(full ranking, leave-one-out) are aggregated as mean and standard deviation over seeds and printed beside
+the published numbers for the same files.
 Results: bench/results/accuracy.{json,md}.
 
     python bench/accuracy.py --data ml-100k --seeds 0 1 2
@@ -300,26 +302,38 @@ def collect(data_sets: list[str], models: list[str], env: dict[str, str]) -> dic
     for data in data_sets:
         for model in models:
             digest = config_digest(data, model)
-            found, superseded = [], 0
+            found, superseded = [], []
             for path in sorted(RECORDS.glob(f"{data}-{model}-s*.json"), key=lambda p: int(p.stem.rpartition("-s")[2])):
                 record = json.loads(path.read_text())
-                if record["config_sha256"] == digest:
-                    found.append(record["summary"])
-                else:
-                    superseded += 1
+                (found if record["config_sha256"] == digest else superseded).append(record)
             if superseded:
-                print(f"  {data}/{model}: {superseded} record(s) of an earlier config left out", flush=True)
+                print(f"  {data}/{model}: {len(superseded)} record(s) of an earlier config left out", flush=True)
             if found:
-                entry = aggregate(found)
+                entry = aggregate([r["summary"] for r in found])
                 # a run validated and tested with earlier items excluded: its "test_" keys are seen-excluded ones,
                 # never set beside other models' seen-kept scores; its seen-kept scores are "test_kept_"
                 entry["eval_exclude_seen"] = exclude_seen_config(data, model)
                 table.setdefault(data, {})[model] = entry
+            elif superseded:
+                table.setdefault(data, {})[model] = earlier_config_entry(superseded)
             elif model in previous.get("results", {}).get(data, {}):
                 entry = previous["results"][data][model]
                 entry.setdefault("carried_from", previous["date"])
                 table.setdefault(data, {})[model] = entry
     return table
+
+
+def earlier_config_entry(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The aggregate of the latest earlier version of a config that has no run of its current version yet
+    (the records of the digest recorded last), marked ``earlier_config`` with that date: shown in the
+    table, never compared as the current config."""
+    latest = max(records, key=lambda r: r["date"])["config_sha256"]
+    summaries = [r["summary"] for r in records if r["config_sha256"] == latest]
+    entry = aggregate(summaries)
+    # the record says how that version scored: a config validated with earlier items excluded is also scored kept
+    entry["eval_exclude_seen"] = all("test_seen_kept" in s for s in summaries)
+    entry["earlier_config"] = max(r["date"] for r in records if r["config_sha256"] == latest)[:10]
+    return entry
 
 
 def cell(entry: dict[str, Any], key: str) -> str:
@@ -361,6 +375,7 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                   f"coverage@10 | train s |{extra[0]}", f"|---|---|---|---|---|---|---|---|{extra[1]}"]  # fmt: skip
         for model, entry in models.items():
             mark = " †" if "carried_from" in entry else ""
+            mark += " §" if "earlier_config" in entry else ""
             mark += " ‡" if entry.get("eval_exclude_seen") else ""
             kept = " | ".join(kept_cell(entry, m) for m in ("hr@10", "ndcg@10", "mrr"))
             row = (
@@ -385,6 +400,11 @@ def write_report(table: dict[str, dict[str, Any]], command: str) -> None:
                       "NDCG@10 is seen-excluded too; its seen-kept test scores are the same best model scored again "
                       "with earlier items kept (`intentrec evaluate --keep-seen`), \"-\" where not yet "
                       "scored."]  # fmt: skip
+        earlier = sorted({e["earlier_config"] for e in models.values() if "earlier_config" in e})
+        if earlier:
+            lines += ["", f"§ its current config (`configs/{data}/`) has no run yet: the scores of the config's "
+                      f"previous version (records of {', '.join(earlier)}, kept in `bench/results/accuracy_runs/` "
+                      "until the new runs replace them), left out of every comparison."]  # fmt: skip
         carried = sorted({e["carried_from"] for e in models.values() if "carried_from" in e})
         if carried:
             lines += ["", f"† carried over from the report of {', '.join(carried)}: runs from before per-run records "

@@ -52,6 +52,8 @@ def load(name: str) -> dict[str, Any] | None:
 def ours(accuracy: dict[str, Any], data: str, model: str, excluded: bool = False) -> tuple[float, float, int] | None:
     """Our mean test HR@10, NDCG@10 and seeds; ``excluded``: scored without the user's earlier items."""
     row = accuracy["results"].get(data, {}).get(model)
+    if row and "earlier_config" in row:  # its current config not run yet: never compared
+        return None
     prefix = "test_excluded_" if excluded else "test_"
     if row and not excluded and row.get("eval_exclude_seen"):
         # validated with earlier items excluded: its "test_" keys are seen-excluded; the seen-kept score, where
@@ -64,9 +66,11 @@ def ours(accuracy: dict[str, Any], data: str, model: str, excluded: bool = False
 
 def chosen_intentrec(accuracy: dict[str, Any], data: str) -> str:
     """The IntentRec variant with intent heads (V1 to V3) with the best mean validation NDCG@10 on
-    ``data``: the model is chosen on validation, never on test (V3 where none has a validation score)."""
+    ``data`` under its current config: the model is chosen on validation, never on test (V3 where none has
+    a validation score)."""
     rows = accuracy["results"].get(data, {})
-    scored = [(rows[m]["valid_ndcg@10"]["mean"], m) for m in INTENT_VARIANTS if "valid_ndcg@10" in rows.get(m, {})]
+    scored = [(rows[m]["valid_ndcg@10"]["mean"], m) for m in INTENT_VARIANTS
+              if "valid_ndcg@10" in rows.get(m, {}) and "earlier_config" not in rows[m]]  # fmt: skip
     return max(scored)[1] if scored else "intentrec-v3"
 
 
@@ -169,7 +173,9 @@ def accuracy_plot(accuracy: dict[str, Any], path: Path) -> None:
         means = [models[m][key]["mean"] for m in names]
         stds = [models[m][key]["std"] for m in names]
         colours = ["tab:orange" if m.startswith("intentrec") else "tab:blue" for m in names]
-        ax.barh(names, means, xerr=stds, color=colours)
+        # § an earlier version of the model's config (its current one not run yet), as in the table
+        labels = [f"{m} §" if "earlier_config" in models[m] else m for m in names]
+        ax.barh(labels, means, xerr=stds, color=colours)
         for label, _hr, ndcg, _source in accuracy["published"].get(data, []):
             ax.axvline(ndcg, color="grey", linestyle="--", linewidth=1)
             ax.text(ndcg, len(names) - 0.5, f" {label}", rotation=90, fontsize=7, va="top", color="grey")

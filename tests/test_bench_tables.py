@@ -222,3 +222,44 @@ def test_standing_compares_intentrec_with_the_mixture_both_ways_on_the_s3rec_fil
         "| lastfm | our SASRec-CE with the continue/discover mixture, seen excluded | 0.0380 | intentrec-v1 | "
         "0.0400 (1) | above | met (+5%) |",
     ]
+
+
+def test_a_config_not_run_since_it_changed_shows_its_previous_version_marked_and_never_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "configs" / "beauty").mkdir(parents=True)
+    for model in ("intentrec-v1", "intentrec-v2"):
+        (tmp_path / "configs" / "beauty" / f"{model}.toml").write_text("[model]\nd = 32\n")
+    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(accuracy, "RECORDS", tmp_path / "results" / "accuracy_runs")
+    accuracy.RECORDS.mkdir(parents=True)
+
+    def record(model: str, seed: int, digest: str, date: str, ndcg: float) -> None:
+        body = {"config_sha256": digest, "date": date, "summary": summary(ndcg)}
+        (accuracy.RECORDS / f"beauty-{model}-s{seed}.json").write_text(json.dumps(body))
+
+    current = accuracy.config_digest("beauty", "intentrec-v1")
+    record("intentrec-v1", 0, current, "2026-12-07T09:00:00+00:00", 0.060)
+    record("intentrec-v1", 1, "old1", "2026-12-06T09:00:00+00:00", 0.050)  # superseded by seed 0's version
+    # V2: two earlier versions, none current: the one recorded last is shown (seeds 1 and 2, mean 0.055)
+    record("intentrec-v2", 0, "old1", "2026-12-01T09:00:00+00:00", 0.040)
+    record("intentrec-v2", 1, "old2", "2026-12-05T09:00:00+00:00", 0.050)
+    record("intentrec-v2", 2, "old2", "2026-12-06T10:00:00+00:00", 0.060)
+    table = accuracy.collect(["beauty"], ["intentrec-v1", "intentrec-v2"], {})
+
+    v1, v2 = table["beauty"]["intentrec-v1"], table["beauty"]["intentrec-v2"]
+    assert v1["seeds"] == 1 and v1["test_ndcg@10"]["mean"] == pytest.approx(0.060) and "earlier_config" not in v1
+    assert v2["seeds"] == 2 and v2["test_ndcg@10"]["mean"] == pytest.approx(0.055)
+    assert v2["earlier_config"] == "2026-12-06" and v2["eval_exclude_seen"] is False
+    # chosen on validation among current configs only, though V2's earlier validation score (0.055) is lower
+    # here anyway: give it a higher one to check that it is never chosen
+    v2["valid_ndcg@10"]["mean"] = 0.9
+    results = {"published": {"beauty": [("WEARec (CE)", 0.1, 0.05, "log")]}, "results": table}
+    assert report.chosen_intentrec(results, "beauty") == "intentrec-v1"
+    assert report.ours(results, "beauty", "intentrec-v2") is None
+    accuracy.write_report(table, "test")
+    text = (accuracy.RESULTS / "accuracy.md").read_text()
+    assert "| intentrec-v2 § | 2 |" in text and "| intentrec-v1 | 1 |" in text
+    assert "§ its current config (`configs/beauty/`) has no run yet" in text and "records of 2026-12-06" in text
