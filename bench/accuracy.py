@@ -327,12 +327,12 @@ def earlier_config_entry(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The aggregate of the latest earlier version of a config that has no run of its current version yet
     (the records of the digest recorded last), marked ``earlier_config`` with that date: shown in the
     table, never compared as the current config."""
-    latest = max(records, key=lambda r: r["date"])["config_sha256"]
-    summaries = [r["summary"] for r in records if r["config_sha256"] == latest]
+    newest = max(records, key=lambda r: r["date"])
+    summaries = [r["summary"] for r in records if r["config_sha256"] == newest["config_sha256"]]
     entry = aggregate(summaries)
     # the record says how that version scored: a config validated with earlier items excluded is also scored kept
     entry["eval_exclude_seen"] = all("test_seen_kept" in s for s in summaries)
-    entry["earlier_config"] = max(r["date"] for r in records if r["config_sha256"] == latest)[:10]
+    entry["earlier_config"] = newest["date"][:10]
     return entry
 
 
