@@ -157,13 +157,22 @@ def test_s3rec_check_paragraph_averages_the_seeds_and_names_the_procedure(tmp_pa
     assert ours.endswith("per seed: 0.0300 (best epoch 170), 0.0400 (best epoch 150).")
 
 
+def bench_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: str, models: tuple[str, ...]) -> None:
+    """``accuracy`` reads its configs, runs and records from ``tmp_path``, with a frozen config
+    ``configs/<data>/<model>.toml`` for each of ``models``."""
+    (tmp_path / "configs" / data).mkdir(parents=True)
+    for model in models:
+        (tmp_path / "configs" / data / f"{model}.toml").write_text("[model]\nd = 32\n")
+    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(accuracy, "RECORDS", tmp_path / "results" / "accuracy_runs")
+
+
 def frozen_config_and_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamp: str) -> Path:
     """A frozen config ``configs/d/m.toml`` and a started run of it, ``runs/d-m-s0``, stamped ``stamp``
     (empty: the config's own digest); ``accuracy`` reads both from ``tmp_path``."""
-    (tmp_path / "configs" / "d").mkdir(parents=True)
-    (tmp_path / "configs" / "d" / "m.toml").write_text("[model]\nd = 32\n")
-    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
-    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
+    bench_in(tmp_path, monkeypatch, "d", ("m",))
     run = tmp_path / "runs" / "d-m-s0"
     run.mkdir(parents=True)
     (run / "config.toml").write_text("# the run's resolved config\n")
@@ -227,13 +236,7 @@ def test_standing_compares_intentrec_with_the_mixture_both_ways_on_the_s3rec_fil
 def test_a_config_not_run_since_it_changed_shows_its_previous_version_marked_and_never_compared(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "configs" / "beauty").mkdir(parents=True)
-    for model in ("intentrec-v1", "intentrec-v2"):
-        (tmp_path / "configs" / "beauty" / f"{model}.toml").write_text("[model]\nd = 32\n")
-    monkeypatch.setattr(accuracy, "CONFIGS", tmp_path / "configs")
-    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(accuracy, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(accuracy, "RECORDS", tmp_path / "results" / "accuracy_runs")
+    bench_in(tmp_path, monkeypatch, "beauty", ("intentrec-v1", "intentrec-v2"))
     accuracy.RECORDS.mkdir(parents=True)
 
     def record(model: str, seed: int, digest: str, date: str, ndcg: float) -> None:
