@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from intentrec.data.batching import SequenceStore
 from intentrec.data.schema import make_dataset
 from intentrec.data.sequences import build_sequences
-from intentrec.eval.evaluate import earlier_items, evaluate
+from intentrec.eval.evaluate import earlier_items, evaluate, history_hits
 from intentrec.models import Popularity, Recent
 
 #   user 1: 1 2 3 | valid 1 | test 4      training counts: item 1: 2, item 2: 2, item 3: 3, items 4, 5: 0
@@ -112,6 +114,37 @@ def test_excluding_seen_items_drops_the_whole_history_not_only_what_the_model_re
     # user 1: 4 ties with 5, rank 1; user 2: 5 behind item 1, rank 2; user 3: 2 first, rank 1
     result = evaluate(m, s, "test", exclude_seen=True)
     assert result["mrr"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+
+
+def test_how_much_of_each_list_repeats_the_history_by_hand() -> None:
+    s = store()
+    # popularity's top 1 is item 3 for everyone; every user saw it before the test item, and it is
+    # user 3's latest interaction (3 1 3) but not user 1's (... 1) or user 2's (... 2)
+    result = evaluate(Popularity(s.item_popularity), s, "test", k=1)
+    assert result["history_share@1"] == pytest.approx(1.0)
+    assert result["latest_item_first"] == pytest.approx(1 / 3)
+    # the recently viewed list's top 3: user 1 (1 2 3 1) 1, 3, 2: all seen; user 2 (2 3 2) 2, 3, then
+    # item 1, unseen; user 3 (3 1 3) 3, 1, then item 2, unseen; each list opens with the latest item
+    result = evaluate(Recent(s.item_popularity, max_len=50), s, "test", k=3)
+    assert result["history_share@3"] == pytest.approx((3 + 2 + 2) / 9)
+    assert result["latest_item_first"] == 1.0
+    # per slice too: users 2 and 3 are the light ones
+    assert result["by_activity"]["light"]["history_share@3"] == pytest.approx(4 / 6)
+    # with earlier items excluded no list holds any (top 2: user 1 has only items 4 and 5 left unseen)
+    excluded = evaluate(Recent(s.item_popularity, max_len=50), s, "test", k=2, exclude_seen=True)
+    assert excluded["history_share@2"] == 0.0 and excluded["latest_item_first"] == 0.0
+
+
+def test_a_target_without_history_repeats_nothing() -> None:
+    s = store()
+    first = np.array([s.offsets[0], s.offsets[1]])  # users 1 and 2's first interactions (items 1 and 2)
+    # item 1 is also what precedes nothing: the flat log's item before user 2's first is user 1's last (4)
+    hits, latest_first = history_hits(s, first, torch.tensor([[1, 2], [4, 2]]))
+    assert hits.tolist() == [0, 0]
+    assert latest_first.tolist() == [False, False]
+    # user 1's test target (its 5th interaction): 1 and 3 are earlier items, 4 is the target itself
+    hits, latest_first = history_hits(s, s.targets("test")[:1], torch.tensor([[1, 4, 3]]))
+    assert hits.tolist() == [2] and latest_first.tolist() == [True]
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "intentrec", "gru4rec", "bert4rec"])

@@ -4,14 +4,16 @@
 target, the rank of the true item, the top-K list and the intent predictions. `evaluate` summarises
 them: HR@K, NDCG@K and MRR; per intent head accuracy and macro-F1 (single-label) or AUC and recall@k
 (multi-label genre); catalogue coverage, intra-list genre entropy and popularity percentile of the
-top-K lists; and all of it again per user-activity slice (light, medium, heavy: tertiles of the
-users' training lengths) and per target-popularity slice (tail, torso, head: tertiles, over the
-targets, of the true item's training interactions), which shows whether a model's gain comes from
-rarely seen items or from popular ones.
+top-K lists; how much of each list repeats the user's history (``history_share@K``: the share of its
+K slots held by items the user engaged with before the target; ``latest_item_first``: the share of
+lists that open with the item the user engaged with last); and all of it again per user-activity
+slice (light, medium, heavy: tertiles of the users' training lengths) and per target-popularity
+slice (tail, torso, head: tertiles, over the targets, of the true item's training interactions),
+which shows whether a model's gain comes from rarely seen items or from popular ones.
 
-Protocol defaults: items the user has already seen stay rankable (``exclude_seen=False``), as in the
-published leave-one-out tables of S3-Rec, RecBole and RePlay; pass ``exclude_seen=True`` for the
-"new items only" protocol.
+Protocol defaults: items the user has already seen stay rankable (``exclude_seen=False``), as in
+RePlay's published leave-one-out tables; pass ``exclude_seen=True`` for the "new items only"
+protocol, which S3-Rec's full-sort evaluation (and BSARec's and WEARec's, on the same files) uses.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from intentrec.eval.metrics import (
 from intentrec.heap import shared_trimmer
 from intentrec.models.base import SequentialModel
 
-__all__ = ["ACTIVITY_SLICES", "POPULARITY_SLICES", "Predictions", "evaluate", "predict", "summarise"]
+__all__ = ["ACTIVITY_SLICES", "POPULARITY_SLICES", "Predictions", "evaluate", "history_hits", "predict", "summarise"]
 
 ACTIVITY_SLICES = ("light", "medium", "heavy")
 POPULARITY_SLICES = ("tail", "torso", "head")
@@ -55,6 +57,8 @@ class Predictions:
     intent_scores: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N, K_f) probabilities
     intent_truth: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N,) class or (N, K_f) multi-hot
     intent_known: dict[str, torch.Tensor] = field(default_factory=dict)  # head -> (N,) label known
+    history_hits: torch.Tensor | None = None  # (N,) how many of each top-K list the user saw before
+    latest_first: torch.Tensor | None = None  # (N,) the list opens with the user's latest item
 
 
 def earlier_items(store: SequenceStore, targets: np.ndarray, n_columns: int) -> torch.Tensor:
@@ -67,6 +71,22 @@ def earlier_items(store: SequenceStore, targets: np.ndarray, n_columns: int) -> 
     mask[torch.from_numpy(which), torch.from_numpy(store.items[flat])] = True
     mask[:, 0] = True
     return mask
+
+
+def history_hits(store: SequenceStore, targets: np.ndarray, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each target (N,) and its recommended items ``top`` (N, K): how many of them its user engaged
+    with before it, and whether the first is the item the user engaged with last (never for a user
+    with no history). Sparse: one key per earlier interaction, never a catalogue-wide mask."""
+    rows = np.searchsorted(store.offsets, targets, side="right") - 1
+    lengths = targets - store.offsets[rows]
+    which = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
+    width = store.n_items + 1
+    seen = np.unique(which * width + store.items[flat_ranges(store.offsets[rows], lengths)])
+    listed = top.cpu().numpy().astype(np.int64)
+    hits = np.isin(np.arange(len(targets), dtype=np.int64)[:, None] * width + listed, seen).sum(axis=1)
+    latest = np.where(lengths > 0, store.items[np.maximum(targets - 1, 0)], 0)
+    first = (listed[:, 0] == latest) & (lengths > 0) if listed.shape[1] else np.zeros(len(targets), dtype=bool)
+    return torch.from_numpy(hits), torch.from_numpy(first)
 
 
 @torch.no_grad()
@@ -82,7 +102,7 @@ def predict(
     was_training = model.training
     model.eval()
     device = model.device
-    ranks, tops = [], []
+    ranks, tops, hits, firsts = [], [], [], []
     scores: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
     truth: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
     known: dict[str, list[torch.Tensor]] = {h.name: [] for h in model.heads}
@@ -105,6 +125,9 @@ def predict(
         if exclude is not None:
             item_scores = item_scores.masked_fill(exclude, float("-inf"))
         tops.append(item_scores.topk(min(k, store.n_items), dim=1).indices.cpu())
+        batch_hits, batch_first = history_hits(store, ordered[start : start + batch_size], tops[-1])
+        hits.append(batch_hits)
+        firsts.append(batch_first)
         for head in model.heads:
             if head.name not in output.intent_logits:
                 continue
@@ -125,6 +148,8 @@ def predict(
         rows=np.searchsorted(store.offsets, targets, side="right") - 1,
         ranks=restored(ranks) if ranks else torch.zeros(0, dtype=torch.long),
         top=restored(tops) if tops else torch.zeros(0, k, dtype=torch.long),
+        history_hits=restored(hits) if hits else torch.zeros(0, dtype=torch.long),
+        latest_first=restored(firsts) if firsts else torch.zeros(0, dtype=torch.bool),
         intent_scores={name: restored(v) for name, v in scores.items() if v},
         intent_truth={name: restored(v) for name, v in truth.items() if v},
         intent_known={name: restored(v) for name, v in known.items() if v},
@@ -169,6 +194,10 @@ def summarise(model: SequentialModel, store: SequenceStore, p: Predictions, sel:
     if store.item_genres is not None:
         result[f"genre_entropy@{k}"] = genre_entropy(top, torch.from_numpy(store.item_genres))
     result[f"popularity_percentile@{k}"] = popularity_percentile(top, torch.from_numpy(store.item_popularity))
+    chosen = int(sel.sum())
+    if p.history_hits is not None and p.latest_first is not None:
+        result[f"history_share@{k}"] = p.history_hits[sel].sum().item() / (chosen * k) if chosen and k else float("nan")
+        result["latest_item_first"] = p.latest_first[sel].double().mean().item() if chosen else float("nan")
     result["intents"] = _intent_metrics(model, p, sel)
     return result
 
