@@ -138,7 +138,8 @@ def test_how_much_of_each_list_repeats_the_history_by_hand() -> None:
 def test_a_target_without_history_repeats_nothing() -> None:
     s = store()
     first = np.array([s.offsets[0], s.offsets[1]])  # users 1 and 2's first interactions (items 1 and 2)
-    # item 1 is also what precedes nothing: the flat log's item before user 2's first is user 1's last (4)
+    # the flat log's entries just before them are its very first (item 1) and user 1's last (item 4):
+    # lists opening with those must not count as opening with the user's latest item
     hits, latest_first = history_hits(s, first, torch.tensor([[1, 2], [4, 2]]))
     assert hits.tolist() == [0, 0]
     assert latest_first.tolist() == [False, False]
