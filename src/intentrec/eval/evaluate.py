@@ -61,14 +61,20 @@ class Predictions:
     latest_first: torch.Tensor | None = None  # (N,) the list opens with the user's latest item
 
 
-def earlier_items(store: SequenceStore, targets: np.ndarray, n_columns: int) -> torch.Tensor:
-    """(N, n_columns) True at every item each target's user engaged with before it, and at padding."""
+def _earlier_interactions(store: SequenceStore, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every interaction before each target (N,) in its user's sequence: the target's index (0..N-1)
+    and the item of each, flat, and each target's count of them (N,)."""
     rows = np.searchsorted(store.offsets, targets, side="right") - 1
     lengths = targets - store.offsets[rows]
-    which = np.repeat(np.arange(len(targets)), lengths)
-    flat = flat_ranges(store.offsets[rows], lengths)
+    which = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
+    return which, store.items[flat_ranges(store.offsets[rows], lengths)], lengths
+
+
+def earlier_items(store: SequenceStore, targets: np.ndarray, n_columns: int) -> torch.Tensor:
+    """(N, n_columns) True at every item each target's user engaged with before it, and at padding."""
+    which, items, _ = _earlier_interactions(store, targets)
     mask = torch.zeros(len(targets), n_columns, dtype=torch.bool)
-    mask[torch.from_numpy(which), torch.from_numpy(store.items[flat])] = True
+    mask[torch.from_numpy(which), torch.from_numpy(items)] = True
     mask[:, 0] = True
     return mask
 
@@ -77,15 +83,13 @@ def history_hits(store: SequenceStore, targets: np.ndarray, top: torch.Tensor) -
     """For each target (N,) and its recommended items ``top`` (N, K): how many of them its user engaged
     with before it, and whether the first is the item the user engaged with last (never for a user
     with no history). Sparse: one key per earlier interaction, never a catalogue-wide mask."""
-    rows = np.searchsorted(store.offsets, targets, side="right") - 1
-    lengths = targets - store.offsets[rows]
-    which = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
+    which, items, lengths = _earlier_interactions(store, targets)
     width = store.n_items + 1
-    seen = np.unique(which * width + store.items[flat_ranges(store.offsets[rows], lengths)])
+    seen = np.unique(which * width + items)
     listed = top.cpu().numpy().astype(np.int64)
     hits = np.isin(np.arange(len(targets), dtype=np.int64)[:, None] * width + listed, seen).sum(axis=1)
     latest = np.where(lengths > 0, store.items[np.maximum(targets - 1, 0)], 0)
-    first = (listed[:, 0] == latest) & (lengths > 0) if listed.shape[1] else np.zeros(len(targets), dtype=bool)
+    first = (listed[:, 0] == latest) & (lengths > 0)
     return torch.from_numpy(hits), torch.from_numpy(first)
 
 
