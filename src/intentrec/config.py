@@ -113,6 +113,7 @@ class ModelConfig:
     use_time_gaps: bool = True  # intentrec: time gap to the previous interaction as an input feature
     use_side_features: bool = True  # intentrec: per-interaction categorical fields (event, device, hour, ...)
     mask_prob: float = 0.2  # bert4rec: share of interactions masked for the cloze task
+    mask_last: float = 0.0  # bert4rec: share of training rows that mask only their latest interaction
     # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere),
     # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled) or "xavier"
     # (RecTools': every weight matrix and embedding Xavier-normal, items unscaled)
@@ -156,6 +157,12 @@ class ModelConfig:
             raise ConfigError(f"model.positions applies to intentrec and sasrec, not {self.kind}")
         if not self.input_projection and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.input_projection applies to intentrec and sasrec, not {self.kind}")
+        if not 0 < self.mask_prob < 1:
+            raise ConfigError(f"model.mask_prob must be between 0 and 1, got {self.mask_prob}")
+        if not 0 <= self.mask_last <= 1:
+            raise ConfigError(f"model.mask_last must be between 0 and 1, got {self.mask_last}")
+        if self.mask_last and self.kind != "bert4rec":
+            raise ConfigError(f"model.mask_last applies to bert4rec, not {self.kind}")
         if self.repeat and self.kind not in ("intentrec", "sasrec"):
             raise ConfigError(f"model.repeat applies to intentrec and sasrec, not {self.kind}")
         if self.repeat and self.item_loss != "ce":

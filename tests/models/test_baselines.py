@@ -117,6 +117,27 @@ def test_bert4rec_masks_at_least_one_interaction_per_row() -> None:
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="mask_prob"):
         BERT4RecConfig(n_items=5, mask_prob=1.5)
+    with pytest.raises(ValueError, match="mask_last"):
+        BERT4RecConfig(n_items=5, mask_last=-0.1)
+
+
+def test_bert4rec_mask_last_masks_only_the_latest_interaction_in_its_share_of_rows() -> None:
+    window = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5], [0, 0, 0, 0, 2]] * 200)  # left-padded
+    last_only = torch.zeros_like(window, dtype=torch.bool)
+    last_only[:, -1] = True
+    torch.manual_seed(0)
+    every_row = BERT4Rec(BERT4RecConfig(n_items=5, mask_prob=0.5, mask_last=1.0)).cloze_mask(window)
+    assert torch.equal(every_row, last_only)  # the inference task in every row
+    torch.manual_seed(0)
+    half = BERT4Rec(BERT4RecConfig(n_items=5, mask_prob=0.5, mask_last=0.5)).cloze_mask(window)
+    assert not (half & (window == 0)).any()  # padding is never masked
+    only_last = (half == last_only).all(dim=1)  # (600,) rows masked as at inference
+    # half the rows by mask_last, plus the cloze rows whose draw happened to mask only the last
+    # or masked nothing and fell back to the last: 2/32 of the 5-long rows, 2/8 of the 3-long, every 1-long
+    assert abs(only_last.float().mean().item() - (0.5 + 0.5 * (2 / 32 + 2 / 8 + 1) / 3)) < 0.05
+    torch.manual_seed(0)
+    cloze = BERT4Rec(BERT4RecConfig(n_items=5, mask_prob=0.5)).cloze_mask(window)
+    assert abs(cloze[1::3].float().mean().item() - 0.5) < 0.05  # mask_prob of the full rows' interactions
 
 
 def test_popularity_ranks_by_training_counts() -> None:

@@ -3,7 +3,9 @@ Bidirectional Encoder Representations from Transformer", CIKM 2019) in our harne
 
 A bidirectional Transformer over item ids and positions, trained with the cloze task: a random
 ``mask_prob`` share of the interactions in each training window is replaced by a [MASK] token (at least
-one per row) and predicted with a full softmax over the catalogue. To predict the next item, [MASK]
+one per row) and predicted with a full softmax over the catalogue; a ``mask_last`` share of the rows
+instead mask only their latest interaction, the paper's extra samples that match the inference task
+(Section 3.6: "we also produce samples that only mask the last item"). To predict the next item, [MASK]
 is appended to the history (its oldest interaction dropped when the row would exceed ``max_len``);
 the hidden state at that last position is the prediction (``forward`` puts it at position L - 1;
 other positions are not next-item predictions).
@@ -38,10 +40,13 @@ class BERT4RecConfig:
     dropout: float = 0.2
     max_len: int = 50
     mask_prob: float = 0.2  # share of training interactions replaced by [MASK]
+    mask_last: float = 0.0  # share of training rows that mask only their latest interaction
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"mask_prob must be between 0 and 1, got {self.mask_prob}")
+        if not 0 <= self.mask_last <= 1:
+            raise ValueError(f"mask_last must be between 0 and 1, got {self.mask_last}")
 
 
 class BERT4Rec(SequentialModel):
@@ -88,13 +93,24 @@ class BERT4Rec(SequentialModel):
         loss = F.cross_entropy(self.item_logits(output.hidden[:, -1]), batch.target_items[:, -1])
         return loss, {"item": loss.item(), "total": loss.item()}
 
-    def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        # the window's latest L interactions: inputs shifted by one, plus the last target
-        window = self._latest(torch.cat([batch.items, batch.target_items[:, -1:]], dim=1))  # (B, L')
+    def cloze_mask(self, window: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded ids -> (B, L) True where [MASK] replaces the id: each real interaction with
+        probability ``mask_prob``, or, in a ``mask_last`` share of the rows, the latest one alone."""
         real = window > 0
         chosen = (torch.rand(window.shape, device=window.device) < self.config.mask_prob) & real  # (B, L)
         # rows where the draw masked nothing predict their last interaction, as at inference
         chosen[:, -1] |= ~chosen.any(dim=1) & real[:, -1]
+        if self.config.mask_last > 0:
+            last_only = torch.zeros_like(chosen)
+            last_only[:, -1] = real[:, -1]
+            rows = torch.rand(window.shape[0], device=window.device) < self.config.mask_last  # (B,)
+            chosen = torch.where(rows[:, None], last_only, chosen)
+        return chosen
+
+    def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        # the window's latest L interactions: inputs shifted by one, plus the last target
+        window = self._latest(torch.cat([batch.items, batch.target_items[:, -1:]], dim=1))  # (B, L')
+        chosen = self.cloze_mask(window)  # (B, L')
         hidden = self.encode(torch.where(chosen, self.mask_token, window))  # (B, L, D)
         loss = F.cross_entropy(self.item_logits(hidden[chosen]), window[chosen])
         return loss, {"item": loss.item(), "total": loss.item()}
