@@ -36,7 +36,10 @@ def test_defaults_and_a_small_file(tmp_path: Path) -> None:
             "[model]\nkind = 'gru4rec'\ninput_projection = false\n",
             "model.input_projection applies to intentrec and sasrec",
         ),
-        ("[model]\nkind = 'gru4rec'\ninit = 'small'\n", "model.init applies to intentrec and sasrec, not gru4rec"),
+        (
+            "[model]\nkind = 'gru4rec'\ninit = 'small'\n",
+            "model.init applies to intentrec, sasrec and bert4rec, not gru4rec",
+        ),
         ("[model]\npositions = 'from_middle'\n", "model.positions must be one of"),
         ("[model]\nkind = 'bert4rec'\npositions = 'from_last'\n", "model.positions applies to intentrec and sasrec"),
         ("[model]\nkind = 'bert4rec'\nmask_last = 1.5\n", "model.mask_last must be between 0 and 1"),

@@ -141,8 +141,8 @@ class ModelConfig:
             raise ConfigError(f"model.intent_lambda cannot be negative, got {self.intent_lambda}")
         if self.init not in ("scaled", "small", "xavier"):
             raise ConfigError(f"model.init must be scaled, small or xavier, got {self.init!r}")
-        if self.init != "scaled" and self.kind not in ("intentrec", "sasrec"):
-            raise ConfigError(f"model.init applies to intentrec and sasrec, not {self.kind}")
+        if self.init != "scaled" and self.kind not in ("intentrec", "sasrec", "bert4rec"):
+            raise ConfigError(f"model.init applies to intentrec, sasrec and bert4rec, not {self.kind}")
         if self.negatives not in ("per_position", "shared"):
             raise ConfigError(f"model.negatives must be per_position or shared, got {self.negatives!r}")
         if self.negatives != "per_position" and self.item_loss != "sampled":

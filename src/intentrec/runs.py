@@ -75,7 +75,7 @@ def build_model(config: ModelConfig, store: SequenceStore) -> SequentialModel:
     if config.kind == "bert4rec":
         bert = BERT4RecConfig(store.n_items, d=config.d, n_blocks=config.n_blocks, n_heads=config.n_heads,
                               dropout=config.dropout, max_len=config.max_len, mask_prob=config.mask_prob,
-                              mask_last=config.mask_last, ffn_mult=config.ffn_mult)  # fmt: skip
+                              mask_last=config.mask_last, init=config.init, ffn_mult=config.ffn_mult)  # fmt: skip
         return BERT4Rec(bert)
     available = {h.name: h for h in store.heads}
     names = list(available) if config.heads is None else list(config.heads)

@@ -121,6 +121,16 @@ def test_bert4rec_masks_at_least_one_interaction_per_row() -> None:
         BERT4RecConfig(n_items=5, mask_last=-0.1)
 
 
+@pytest.mark.parametrize(("init", "item_std", "position_std"), [("scaled", 64**-0.5, 1.0), ("small", 0.02, 0.02)])
+def test_bert4rec_initialisation(init: str, item_std: float, position_std: float) -> None:
+    torch.manual_seed(0)
+    m = BERT4Rec(BERT4RecConfig(n_items=2000, d=64, init=init))  # type: ignore[arg-type]
+    assert m.item.weight[1:].std().item() == pytest.approx(item_std, rel=0.05)
+    assert m.position.weight.std().item() == pytest.approx(position_std, rel=0.1)
+    with pytest.raises(ValueError, match="init"):
+        BERT4RecConfig(n_items=5, init="glorot")  # type: ignore[arg-type]
+
+
 def test_bert4rec_mask_last_masks_only_the_latest_interaction_in_its_share_of_rows() -> None:
     window = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5], [0, 0, 0, 0, 2]] * 200)  # left-padded
     last_only = torch.zeros_like(window, dtype=torch.bool)

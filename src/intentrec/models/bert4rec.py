@@ -18,6 +18,7 @@ loss (every masked interaction counts once).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from torch import nn
 
 from intentrec.data.batching import Batch
 from intentrec.models.base import ModelOutput, SequentialModel, scores_over_catalogue
-from intentrec.models.layers import CausalTransformer, Dropout, real_positions
+from intentrec.models.layers import CausalTransformer, Dropout, real_positions, small_init, xavier_init
 
 __all__ = ["BERT4Rec", "BERT4RecConfig"]
 
@@ -41,12 +42,18 @@ class BERT4RecConfig:
     max_len: int = 50
     mask_prob: float = 0.2  # share of training interactions replaced by [MASK]
     mask_last: float = 0.0  # share of training rows that mask only their latest interaction
+    # "scaled" (the default): items from N(0, 1/d), PyTorch's defaults elsewhere, so positions from N(0, 1)
+    # start 8 times larger than items at d 64; "small": BERT's, every weight N(0, 0.02), as the original
+    # BERT4Rec (truncated there) and RecBole; "xavier": RecTools'
+    init: Literal["scaled", "small", "xavier"] = "scaled"
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"mask_prob must be between 0 and 1, got {self.mask_prob}")
         if not 0 <= self.mask_last <= 1:
             raise ValueError(f"mask_last must be between 0 and 1, got {self.mask_last}")
+        if self.init not in ("scaled", "small", "xavier"):
+            raise ValueError(f"init must be scaled, small or xavier, got {self.init!r}")
 
 
 class BERT4Rec(SequentialModel):
@@ -61,6 +68,10 @@ class BERT4Rec(SequentialModel):
         self.ln = nn.LayerNorm(c.d)
         self.drop = Dropout(c.dropout)
         self.encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
+        if c.init == "small":
+            small_init(self)
+        elif c.init == "xavier":
+            xavier_init(self)
 
     @property
     def item_embeddings(self) -> torch.Tensor:
