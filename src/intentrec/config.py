@@ -114,7 +114,8 @@ class ModelConfig:
     use_side_features: bool = True  # intentrec: per-interaction categorical fields (event, device, hour, ...)
     mask_prob: float = 0.2  # bert4rec: share of interactions masked for the cloze task
     mask_last: float = 0.0  # bert4rec: share of training rows that mask only their latest interaction
-    # intentrec, sasrec: "scaled" (item embeddings N(0, 1/d) times sqrt(d), PyTorch defaults elsewhere),
+    # intentrec, sasrec, bert4rec (its "scaled" leaves items unscaled): "scaled" (item embeddings N(0, 1/d)
+    # times sqrt(d), PyTorch defaults elsewhere),
     # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled) or "xavier"
     # (RecTools': every weight matrix and embedding Xavier-normal, items unscaled)
     init: Literal["scaled", "small", "xavier"] = "scaled"
