@@ -26,7 +26,7 @@ from torch import nn
 
 from intentrec.data.batching import Batch
 from intentrec.models.base import ModelOutput, SequentialModel, scores_over_catalogue
-from intentrec.models.layers import CausalTransformer, Dropout, real_positions, small_init, xavier_init
+from intentrec.models.layers import INITS, CausalTransformer, Dropout, apply_init, real_positions
 
 __all__ = ["BERT4Rec", "BERT4RecConfig"]
 
@@ -52,8 +52,8 @@ class BERT4RecConfig:
             raise ValueError(f"mask_prob must be between 0 and 1, got {self.mask_prob}")
         if not 0 <= self.mask_last <= 1:
             raise ValueError(f"mask_last must be between 0 and 1, got {self.mask_last}")
-        if self.init not in ("scaled", "small", "xavier"):
-            raise ValueError(f"init must be scaled, small or xavier, got {self.init!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
 
 
 class BERT4Rec(SequentialModel):
@@ -68,10 +68,7 @@ class BERT4Rec(SequentialModel):
         self.ln = nn.LayerNorm(c.d)
         self.drop = Dropout(c.dropout)
         self.encoder = CausalTransformer(c.d, c.n_blocks, c.n_heads, c.dropout, c.ffn_mult)
-        if c.init == "small":
-            small_init(self)
-        elif c.init == "xavier":
-            xavier_init(self)
+        apply_init(self, c.init)
 
     @property
     def item_embeddings(self) -> torch.Tensor:

@@ -73,10 +73,9 @@ from intentrec.models.layers import (
     CausalTransformer,
     FeatureEmbedder,
     Positions,
+    apply_init,
     causal_mask,
-    small_init,
     window_mask,
-    xavier_init,
 )
 
 __all__ = ["IntentRec", "IntentRecConfig"]
@@ -192,10 +191,7 @@ class IntentRec(SequentialModel):
             self.repeat_recency = nn.Embedding(c.max_len, 1)  # r[k - j], by how many interactions ago
         if c.repeat_features:
             self.repeat_key = nn.Linear(c.d, c.d)  # FC_key: the interaction's features into the pointer's keys
-        if c.init == "small":
-            small_init(self)
-        elif c.init == "xavier":
-            xavier_init(self)
+        apply_init(self, c.init)
         self._scoring: tuple[tuple[int, ...], torch.Tensor] | None = None  # (parameter versions, table)
 
     def _input_layer(self, width: int) -> nn.Module:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "CausalTransformer", "Dropout", "FeatureEmbedder", "attention", "causal_mask", "dropout", "real_positions",
-    "window_mask", "xavier_init",
+    "CausalTransformer", "Dropout", "FeatureEmbedder", "apply_init", "attention", "causal_mask", "dropout",
+    "real_positions", "window_mask", "xavier_init",
 ]  # fmt: skip
 
 
@@ -212,6 +212,14 @@ class FeatureEmbedder(nn.Module):
 
 
 INITS = ("scaled", "small", "xavier")
+
+
+def apply_init(model: nn.Module, init: str) -> None:
+    """Re-initialise ``model`` as ``init`` names (`small_init`, `xavier_init`); "scaled" keeps it as built."""
+    if init == "small":
+        small_init(model)
+    elif init == "xavier":
+        xavier_init(model)
 
 
 def small_init(model: nn.Module, std: float = 0.02) -> None:
