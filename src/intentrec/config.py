@@ -114,10 +114,9 @@ class ModelConfig:
     use_side_features: bool = True  # intentrec: per-interaction categorical fields (event, device, hour, ...)
     mask_prob: float = 0.2  # bert4rec: share of interactions masked for the cloze task
     mask_last: float = 0.0  # bert4rec: share of training rows that mask only their latest interaction
-    # intentrec, sasrec, bert4rec (its "scaled" leaves items unscaled): "scaled" (item embeddings N(0, 1/d)
-    # times sqrt(d), PyTorch defaults elsewhere),
-    # "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items unscaled) or "xavier"
-    # (RecTools': every weight matrix and embedding Xavier-normal, items unscaled)
+    # intentrec, sasrec, bert4rec: "scaled" (item embeddings N(0, 1/d), times sqrt(d) except in bert4rec;
+    # PyTorch defaults elsewhere), "small" (BERT's, as S3-Rec and RecBole: every weight N(0, 0.02), items
+    # unscaled) or "xavier" (RecTools': every weight matrix and embedding Xavier-normal, items unscaled)
     init: Literal["scaled", "small", "xavier"] = "scaled"
     output_genres: bool = False  # intentrec: items scored with their genre embedding added to the id embedding
     # intentrec, sasrec: the continue/discover mixture (`intentrec.models.intentrec`): a gate predicts whether
