@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
+import httpx2
 import numpy as np
 import polars as pl
 import pytest
@@ -353,7 +353,7 @@ def test_events_start_the_forward_pass_and_requests_share_one(run_dir: Path, tmp
     item = version.catalogue.ids[4]
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as c:
             posted = (await c.post("/v1/events", json={"events": [
                 {"user": users[1], "item": item, "timestamp": 2_000_000_000},
                 {"user": "nobody-yet", "item": "not-in-catalogue"},  # no usable history: nothing to start
@@ -629,22 +629,22 @@ def test_serve_with_worker_processes(run_dir: Path, tmp_path: Path) -> None:
         while True:
             assert server.poll() is None, server.stdout.read() if server.stdout else ""
             try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
+                if httpx2.get(f"{base}/readyz").status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             assert time.monotonic() < deadline, "the service never became ready"
             time.sleep(0.2)
-        processes = {httpx.get(f"{base}/v1/model").json()["process"] for _ in range(40)}
+        processes = {httpx2.get(f"{base}/v1/model").json()["process"] for _ in range(40)}
         assert len(processes) == 2, "fresh connections reach both processes"
         user = users_of(run_dir)[3]
         for _ in range(12):  # a fresh connection each: the kernel hands them to either process
-            body = httpx.get(f"{base}/v1/users/{user}/home").json()
+            body = httpx2.get(f"{base}/v1/users/{user}/home").json()
             assert body["source"] == "model" and len(body["rows"]) == 6
-        assert httpx.delete(f"{base}/v1/users/{user}", headers=ADMIN).status_code == 200
+        assert httpx2.delete(f"{base}/v1/users/{user}", headers=ADMIN).status_code == 200
         for _ in range(12):
-            assert httpx.get(f"{base}/v1/users/{user}/intent").json()["history_length"] == 0
-        text = httpx.get(f"{base}/metrics").text
+            assert httpx2.get(f"{base}/v1/users/{user}/intent").json()["history_length"] == 0
+        text = httpx2.get(f"{base}/metrics").text
         served = [line for line in text.splitlines() if line.startswith("intentrec_requests_total{")]
         home = sum(float(line.rsplit(" ", 1)[1]) for line in served if 'surface="home"' in line)
         assert home == 12, "the metrics count every process's requests"
@@ -729,8 +729,8 @@ def test_concurrent_reads_while_events_arrive_lose_nothing(run_dir: Path, tmp_pa
     base = {u: None for u in users}
 
     async def scenario() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as c:
             for u in users:
                 base[u] = (await c.get(f"/v1/users/{u}/intent")).json()["history_length"]
 
@@ -771,8 +771,8 @@ def test_overload_answers_503_with_retry_after(run_dir: Path, tmp_path: Path, mo
     monkeypatch.setattr(version, "infer", slow)
     user = users_of(run_dir)[0]
 
-    async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+    async def scenario() -> list[httpx2.Response]:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as c:
             return await asyncio.gather(*[c.get(f"/v1/users/{user}/next") for _ in range(20)])
 
     responses = asyncio.run(scenario())
@@ -789,8 +789,8 @@ def test_overload_is_refused_even_when_every_answer_is_cached(run_dir: Path, tmp
     app = create_app(run_dir, db=tmp_path / "e.db", admin_token=TOKEN, max_inflight=4)
     user = users_of(run_dir)[0]
 
-    async def scenario() -> tuple[httpx.Response, list[httpx.Response]]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+    async def scenario() -> tuple[httpx2.Response, list[httpx2.Response]]:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as c:
             first = await c.get(f"/v1/users/{user}/next")  # the model runs once; the burst is all cache hits
             return first, await asyncio.gather(*[c.get(f"/v1/users/{user}/next") for _ in range(20)])
 
@@ -833,7 +833,7 @@ def test_one_failing_history_does_not_fail_the_others_in_its_batch(
     monkeypatch.setattr(version, "infer", fragile)
 
     async def scenario() -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as c:
             responses = await asyncio.gather(*[c.get(f"/v1/users/{u}/intent") for u in users])
             return [r.json() for r in responses]
 
