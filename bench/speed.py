@@ -12,6 +12,10 @@ window of at most 50 items per user with the loss at every position, as ours. Re
 prefix with the loss at its last position only, so its epoch is about 100x the sequences; the fair
 comparison there is training targets (next-item predictions with a loss) per second.
 
+Two more rows train our SASRec (width d) and IntentRec V3 with ``train.precision = "bf16"`` (autocast:
+bfloat16 products, float32 weights, softmax and optimiser). The peers train in float32, so those rows are
+reported beside the targets, not as them, and their FLOP utilisation is against the bfloat16 matmul rate.
+
 Model FLOP utilisation: PyTorch's FlopCounterMode counts the matmul and attention FLOPs of one full
 training epoch (forward and backward); divided by the measured seconds per epoch, that is the achieved
 rate, reported as a share of the machine's best dense float32 matmul rate, measured here with the same
@@ -65,10 +69,15 @@ PEER_SPECS: dict[str, dict[str, Any]] = {
 # Our rows: (model in speed_models.MODELS, label, extra settings). The first has RePlay's architecture
 # (and the SASRec paper's): feed-forward width d; the throughput and memory targets are checked on it.
 # The others use our default width 4 d, as RecBole's SASRec (inner size 256) does.
+BF16 = "train.precision='bf16'"
+# The "-bf16" rows train with train.precision = "bf16" (autocast: bfloat16 products, float32 weights and
+# softmax); the peers train in float32, so these rows are reported beside the targets, not as them.
 OURS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "sasrec-ffn1": ("sasrec", "intentrec SASRec, FFN d (RePlay's architecture)", ("model.ffn_mult=1",)),
     "sasrec": ("sasrec", "intentrec SASRec, FFN 4d (RecBole's; our default)", ()),
     "intentrec-V3": ("intentrec-V3", "intentrec IntentRec V3, FFN 4d", ()),
+    "sasrec-ffn1-bf16": ("sasrec", "intentrec SASRec, FFN d, bf16 autocast", ("model.ffn_mult=1", BF16)),
+    "intentrec-V3-bf16": ("intentrec-V3", "intentrec IntentRec V3, FFN 4d, bf16 autocast", (BF16,)),
 }
 # Our settings for the comparison; the rest are speed_models' (max length 50, d 64, 2 heads, batch 128).
 OUR_SETTINGS = ("model.dropout=0.5", "model.item_loss='ce'")
@@ -77,14 +86,15 @@ MEMORY_TARGET = 0.5  # our peak RSS over RePlay's
 MFU_TARGET = 0.30
 
 
-def peak_matmul_flops(threads: int) -> dict[str, float]:
-    """Best float32 dense matmul rate of this machine (FLOP/s) over a few square sizes, ``threads`` threads."""
+def peak_matmul_flops(threads: int, dtype: str = "float32") -> dict[str, float]:
+    """Best dense matmul rate of this machine (FLOP/s) in ``dtype`` over a few square sizes, ``threads``
+    threads."""
     import torch
 
     torch.set_num_threads(threads)
     best: dict[str, float] = {}
     for n in (512, 1024, 2048, 4096):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n).to(getattr(torch, dtype)), torch.randn(n, n).to(getattr(torch, dtype))
         for _ in range(3):
             torch.mm(a, b)
         repeats = max(3, int(2e10 / (2 * n**3)))
@@ -184,7 +194,13 @@ def report(record: dict[str, Any]) -> str:
         )
     lines += ["", f"Machine's best float32 matmul rate ({record['threads']} threads): "
               + ", ".join(f"{n}²: {rate / 1e9:.0f} GFLOP/s" for n, rate in peak.items())
-              + f"; peak taken as {max(peak.values()) / 1e9:.0f} GFLOP/s.", ""]  # fmt: skip
+              + f"; peak taken as {max(peak.values()) / 1e9:.0f} GFLOP/s."]  # fmt: skip
+    if record.get("peak_matmul_flops_bf16"):
+        peak_bf16 = record["peak_matmul_flops_bf16"]
+        rates = ", ".join(f"{n}²: {r / 1e9:.0f}" for n, r in peak_bf16.items())
+        lines.append(f"Its best bfloat16 rate: {rates} GFLOP/s; the bf16 rows' MFU is against "
+                     f"{max(peak_bf16.values()) / 1e9:.0f} GFLOP/s.")  # fmt: skip
+    lines.append("")
     ours, default = rows.get("sasrec-ffn1"), rows.get("sasrec")
     checks = []
     if ours and "replay" in rows:
@@ -208,6 +224,14 @@ def report(record: dict[str, Any]) -> str:
         memory = default["peak_rss_mb"] / rows["recbole"]["peak_rss_mb"]
         checks.append(f"Against RecBole (same FFN width): **{speedup:.1f}x** its training targets per second, "
                       f"**{memory:.0%}** of its peak memory.")  # fmt: skip
+    bf16 = record.get("bf16_over_replay_by_round") or []
+    if bf16 and ours:
+        speedup = statistics.median(bf16)
+        checks.append(f"Beside the target: with `train.precision = \"bf16\"` (RePlay still in float32), "
+                      f"**{speedup:.2f}x** RePlay's throughput (median of {len(bf16)} rounds: "
+                      + ", ".join(f"{r:.2f}x" for r in bf16)
+                      + f"), {rows['sasrec-ffn1-bf16']['seconds_per_epoch'] / ours['seconds_per_epoch']:.2f} "
+                      "of the float32 row's time per epoch.")  # fmt: skip
     for row in (ours, default):
         if row and row.get("mfu") is not None:
             checks.append(f"Target: model FLOP utilisation in training >= {MFU_TARGET:.0%}, {row['label']}: "
@@ -235,6 +259,7 @@ def main() -> None:
 
     peak = peak_matmul_flops(args.threads)
     print("peak matmul: " + ", ".join(f"{n}: {r / 1e9:.0f} GFLOP/s" for n, r in peak.items()), flush=True)
+    peak_bf16 = peak_matmul_flops(args.threads, "bfloat16") if any(BF16 in OURS[n][2] for n in args.ours) else {}
     u_data = shared_data() / "movielens-100k" / "u.data"
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +282,8 @@ def main() -> None:
     for name in args.ours:
         r = median_round(runs[name])
         r["targets_per_second"] = r["targets_per_epoch"] / r["seconds_per_epoch"]
-        r["mfu"] = r["flops_per_epoch"] / r["seconds_per_epoch"] / max(peak.values())
+        row_peak = peak_bf16 if BF16 in OURS[name][2] else peak
+        r["mfu"] = r["flops_per_epoch"] / r["seconds_per_epoch"] / max(row_peak.values())
         results[name] = {"label": OURS[name][1], **r}
     out = Path(args.out)
     previous = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
@@ -270,10 +296,13 @@ def main() -> None:
             kept["label"] = f"{PEER_SPECS[name]['label']} (measured {kept['measured'][:10]})"
             results[name] = kept
     # ours over RePlay's sequences per second, round by round (the rows' medians may come from different rounds)
-    paired = [
-        ours["sequences_per_second"] / replay["sequences_per_second"]
-        for ours, replay in zip(runs.get("sasrec-ffn1", []), runs.get("replay", []), strict=False)
-    ]
+    paired, bf16 = (
+        [
+            ours["sequences_per_second"] / replay["sequences_per_second"]
+            for ours, replay in zip(runs.get(row, []), runs.get("replay", []), strict=False)
+        ]
+        for row in ("sasrec-ffn1", "sasrec-ffn1-bf16")
+    )
 
     record = {
         "benchmark": "speed",
@@ -287,12 +316,14 @@ def main() -> None:
         "settings": "ML-100K leave-one-out, d 64, 2 blocks, 2 heads, dropout 0.5, max length 50, batch 128, "
         "full-softmax cross-entropy, lr 1e-3",
         "peak_matmul_flops": peak,
+        "peak_matmul_flops_bf16": peak_bf16,
         "targets": {
             "throughput_over_replay": THROUGHPUT_TARGET,
             "memory_over_replay": MEMORY_TARGET,
             "mfu": MFU_TARGET,
         },
         "throughput_over_replay_by_round": paired,
+        "bf16_over_replay_by_round": bf16,
         "results": results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

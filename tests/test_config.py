@@ -49,6 +49,7 @@ def test_defaults_and_a_small_file(tmp_path: Path) -> None:
         ("[train]\nlr_schedule = 'cosine'\n", "train.lr_schedule must be one of"),
         ("[train]\nclip_norm = -1.0\n", "train.clip_norm must be >= 0"),
         ("[train]\nsamples = 'windows'\n", "train.samples must be one of"),
+        ("[train]\nprecision = 'fp16'\n", "train.precision must be one of"),
         ("[data.synthetic]\nepisodes = [1]\n", "data.synthetic.episodes must have 2 values"),
         ("[data.synthetic]\nnoise = 2.0\n", "data.synthetic: noise must be in"),
         ("[model\n", "not valid TOML"),

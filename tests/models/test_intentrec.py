@@ -271,3 +271,29 @@ def test_output_genres_score_items_with_their_genres() -> None:
     plain = model("V0")
     with torch.no_grad():
         assert plain.item_embeddings is plain.embed.item.weight
+
+
+def test_a_training_step_builds_the_genre_table_once_with_the_same_loss_and_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the input embedding and the tied output layer (output_genres) both read the genre table
+    batch = make_batch()
+    separate, shared = model("V3", output_genres=True).train(), model("V3", output_genres=True).train()
+    calls = []
+    embedding_bag = torch.nn.functional.embedding_bag
+    monkeypatch.setattr(torch.nn.functional, "embedding_bag", lambda *a, **k: calls.append(1) or embedding_bag(*a, **k))
+    torch.manual_seed(1)
+    loss_separate, _ = separate.loss(batch, separate(batch))  # what every model's training_loss does
+    assert len(calls) == 2
+    torch.manual_seed(1)
+    loss_shared, _ = shared.training_loss(batch)
+    assert len(calls) == 3  # one table for the step
+    torch.testing.assert_close(loss_shared, loss_separate)
+    loss_separate.backward()
+    loss_shared.backward()
+    for (name, a), b in zip(separate.named_parameters(), shared.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    assert shared.embed._step_table is None  # nothing is kept past the step: its graph has been freed
+    shared.training_loss(batch)[0].backward()  # so a second step builds its own and backward works again
+    assert len(calls) == 4

@@ -46,6 +46,33 @@ def test_linear_cross_entropy_matches_the_plain_loss_and_its_gradients(
     assert ours_grads[1][0].abs().max() == 0.0  # the padding row never gets a gradient
 
 
+@pytest.mark.parametrize("hidden_dtype", [torch.float32, torch.bfloat16])
+def test_linear_cross_entropy_under_bf16_autocast_is_the_loss_to_bf16_rounding(
+    monkeypatch: pytest.MonkeyPatch, hidden_dtype: torch.dtype
+) -> None:
+    # train.precision = "bf16": products from bfloat16 operands (8 significant bits, relative rounding
+    # 2**-9), softmax and sums in float32; hidden rows may arrive in either dtype, gradients leave in theirs
+    monkeypatch.setattr(base, "logits_per_chunk", lambda: 64 * 51)  # 300 rows, 51 columns: five chunks
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(300, 16, generator=generator).to(hidden_dtype).requires_grad_()
+    items = torch.randn(51, 16, generator=generator, requires_grad=True)
+    target = torch.randint(1, 51, (300,), generator=generator)
+    weights = torch.rand(300, generator=generator)
+    exact = (hidden.detach().double().requires_grad_(), items.detach().double().requires_grad_())
+    expected = plain_loss(*exact, target, weights.double())
+    expected_grads = torch.autograd.grad(expected, exact)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(hidden, items, target, weights)
+    assert ours.dtype == torch.float32
+    assert ours.item() == pytest.approx(expected.item(), rel=5e-3)
+    grads = torch.autograd.grad(ours, (hidden, items))
+    assert grads[0].dtype == hidden_dtype and grads[1].dtype == torch.float32
+    for got, want in zip(grads, expected_grads, strict=True):
+        # every entry within 3% of the largest: bfloat16 products, not a wrong formula (which is off by O(1))
+        assert (got.double() - want).abs().max() <= 0.03 * want.abs().max()
+    assert grads[1][0].abs().max() == 0.0
+
+
 def test_chunk_size_follows_the_torch_threads() -> None:
     threads = torch.get_num_threads()
     try:

@@ -207,9 +207,16 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """``sum(weights * cross_entropy(hidden @ items.T, target))`` with index 0 (padding) excluded, computed
     without ever holding the (N, I + 1) logits: see `_LinearCrossEntropy`. Same value and gradients as
-    the plain expression; ``weights`` get no gradient."""
-    out: torch.Tensor = _LinearCrossEntropy.apply(hidden, items, target, weights.to(hidden.dtype))
+    the plain expression; ``weights`` get no gradient. Under autocast (``train.precision = "bf16"``) the
+    logits and the hidden rows' gradient come from bfloat16 products, the rest stays in float32."""
+    work = torch.promote_types(hidden.dtype, torch.float32)  # the softmax's dtype: float32 or float64
+    out: torch.Tensor = _LinearCrossEntropy.apply(hidden, items, target, weights.to(work))
     return out
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The lower precision autocast is running in on ``device_type``, or None outside autocast."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -219,7 +226,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     into the gradients with respect to the hidden rows and the item table ((softmax - one-hot) @ items
     and its transpose); only those gradients (N x D and I x D) are kept, and backward scales them by the
     incoming gradient. Peak memory is one chunk of logits instead of three or four (N, I) tensors, and
-    the FLOPs are those of the plain forward and backward passes.
+    the FLOPs are those of the plain forward and backward passes. The chunk's logits go to one buffer,
+    reused: a fresh (C, I + 1) tensor each chunk costs the page faults of a new allocation every time.
+
+    Under autocast (bfloat16 on a CPU with AVX512-BF16 or AMX, or on a GPU) the logits and the hidden
+    rows' gradient are products of bfloat16 operands; the softmax, the sums and the item table's gradient
+    (accumulated in place over the chunks) stay in float32.
     """
 
     @staticmethod
@@ -233,13 +245,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n, n_columns = hidden.shape[0], items.shape[0]
         chunk = max(64, logits_per_chunk() // max(n_columns, 1))
         needs_hidden, needs_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        work = weights.dtype  # float32 (or float64): logits, softmax and sums
+        low = autocast_dtype(hidden.device.type)
+        compute = low or work  # the products' operands
+        h_all, table = hidden.detach().to(compute), items.detach().to(compute)
         grad_hidden = torch.empty_like(hidden) if needs_hidden else None
         grad_items = torch.zeros_like(items) if needs_items else None
-        total = hidden.new_zeros(())
+        total = hidden.new_zeros((), dtype=work)
+        logits_buffer = hidden.new_empty(min(chunk, n), n_columns, dtype=work)
+        low_buffer = hidden.new_empty(min(chunk, n), n_columns, dtype=low) if low is not None else None
         for start in range(0, n, chunk):
             rows = slice(start, start + chunk)
-            h, t, w = hidden[rows], target[rows], weights[rows]
-            logits = h @ items.T  # (C, I + 1)
+            h, t, w = h_all[rows], target[rows], weights[rows]
+            if low_buffer is None:
+                logits = torch.mm(h, table.T, out=logits_buffer[: len(h)])  # (C, I + 1)
+            else:
+                logits = logits_buffer[: len(h)].copy_(torch.mm(h, table.T, out=low_buffer[: len(h)]))
             logits[:, 0] = float("-inf")
             picked = logits.gather(1, t[:, None]).squeeze(1)  # (C,)
             top = logits.amax(dim=1, keepdim=True)  # (C, 1)
@@ -250,10 +271,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 continue
             coefficient = exp.mul_((w / norm)[:, None])  # weighted softmax
             coefficient[torch.arange(len(t), device=t.device), t] -= w  # d loss / d logits
+            if grad_items is not None:  # accumulated in place in the items' dtype (a mixed-dtype sum is slow)
+                grad_items.addmm_(coefficient.T, hidden[rows].detach().to(items.dtype))
             if grad_hidden is not None:
-                torch.mm(coefficient, items, out=grad_hidden[rows])
-            if grad_items is not None:
-                grad_items.addmm_(coefficient.T, h)
+                if low_buffer is not None:
+                    coefficient = low_buffer[: len(h)].copy_(coefficient)
+                if grad_hidden.dtype == compute:
+                    torch.mm(coefficient, table, out=grad_hidden[rows])
+                else:
+                    grad_hidden[rows] = coefficient @ table
         ctx.save_for_backward(grad_hidden, grad_items)
         return total
 

@@ -305,6 +305,12 @@ class IntentRec(SequentialModel):
         )
         return (item_terms + pointer_terms + gate_terms) / has_target.sum().clamp(min=1)
 
+    def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """As for every model, with the items' genre table built once for the step: the input embedding
+        and the tied output layer share it (`FeatureEmbedder.one_genre_table`)."""
+        with self.embed.one_genre_table():
+            return self.loss(batch, self(batch))
+
     def loss(self, batch: Batch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         """Engagement-weighted item cross-entropy at every position with a target, plus the intent losses."""
         c = self.config

@@ -5,7 +5,9 @@ Shapes: B batch, L sequence, D hidden, I items (+1 for padding id 0), C categori
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Literal, get_args
 
 import torch
@@ -67,7 +69,9 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     # [-2**63, 2**63 - 1): every 64-bit pattern but one, so each 16-bit quarter is uniform to 1 part in 2**48
     draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
     keep = draws.view(torch.int16)[:n].view(x.shape) >= round(p * 65536) - 32768
-    return x * keep * (1.0 / (1.0 - p))
+    # the scale folded into the mask: one multiplication forward and one backward (a boolean factor
+    # would be converted to floats in both, and the scale applied in a pass of its own each way)
+    return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
 
 
 class Dropout(nn.Module):
@@ -182,6 +186,8 @@ class FeatureEmbedder(nn.Module):
         else:
             self.item_genres = None
         self._genre_table: tuple[tuple[int, int], torch.Tensor] | None = None  # (weight version, table)
+        self._step_table: torch.Tensor | None = None  # with autograd, inside `one_genre_table`
+        self._in_step = False
         self.ln = nn.LayerNorm(d)
         self.drop = Dropout(dropout)
         self.item_scale = math.sqrt(d)  # 1 under the "small" and "xavier" initialisations (`small_init`)
@@ -205,10 +211,26 @@ class FeatureEmbedder(nn.Module):
         key = (id(weight), weight._version)
         if not torch.is_grad_enabled() and self._genre_table is not None and self._genre_table[0] == key:
             return self._genre_table[1]
+        if torch.is_grad_enabled() and self._step_table is not None:
+            return self._step_table
         table = F.embedding_bag(self.genre_index, weight.t().contiguous(), self.genre_offsets, mode="sum")
         if not torch.is_grad_enabled():
             self._genre_table = (key, table)
+        elif self._in_step:
+            self._step_table = table
         return table
+
+    @contextlib.contextmanager
+    def one_genre_table(self) -> Iterator[None]:
+        """Within this block, with autograd, `genre_table` is computed once and the same tensor is
+        returned to every caller (the input embedding and the tied output layer of one training step),
+        so its forward and backward over the whole catalogue run once instead of twice. Outside the block
+        each call computes its own (a table whose graph one backward has freed is never handed out)."""
+        self._in_step, self._step_table = True, None
+        try:
+            yield
+        finally:
+            self._in_step, self._step_table = False, None
 
 
 INITS = ("scaled", "small", "xavier")

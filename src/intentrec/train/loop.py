@@ -111,7 +111,8 @@ def train_epoch(
         step_loss = 0.0
         groups = batch.split_by_length(config.length_groups) if config.length_groups > 1 else [(batch, 1.0)]
         for group, share in groups:  # gradients add up to the whole batch's
-            loss, parts = model.training_loss(group)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                loss, parts = model.training_loss(group)
             (loss * share).backward()
             step_loss += parts["total"] * share
         if config.clip_norm > 0:
