@@ -1,7 +1,7 @@
 """Build bench/results/README.md: where we stand against the published numbers, then the plots.
 
-Reads the committed results (accuracy.json, speed.json, scaling.json, serve.json, breakdown.json,
-whichever exist),
+Reads the committed results (accuracy.json, speed.json, precision.json, scaling.json, serve.json,
+breakdown.json, whichever exist),
 draws accuracy.png and speed.png, and writes the summary. Run it after any benchmark:
 
     python bench/report.py
@@ -300,6 +300,10 @@ def main() -> None:
         lines += (RESULTS / "speed.md").read_text().splitlines()[7:]
         speed_plot(speed, RESULTS / "speed.png")
         lines += ["", "![speed](speed.png)", ""]
+    if load("precision"):  # what the bf16 rows cost in accuracy: the table of precision.md
+        table = [line for line in (RESULTS / "precision.md").read_text().splitlines() if line.startswith("|")]
+        lines += ["**Accuracy with `train.precision = \"bf16\"`** (NDCG@10; float32: the accuracy records of the "
+                  "same configs and seeds; [precision.md](precision.md)):", "", *table, ""]  # fmt: skip
     heap = load("heap")
     if heap:
         lines += ["## Memory over a training epoch (glibc's heap)", "",
