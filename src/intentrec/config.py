@@ -204,7 +204,6 @@ class TrainConfig:
     # cores an ML-100K epoch takes 0.65 of the time (50-long histories), but a Beauty IntentRec epoch
     # (histories of 6, in length groups: many small products, each with its casts) 1.5 times as long
     precision: Literal["fp32", "bf16"] = "fp32"
-    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.length_groups < 1:
