@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from accuracy import CONFIGS, RECORDS, config_digest
-from speed_models import RESULTS, machine, provenance, write_results
+from accuracy import CONFIGS, RECORDS, cell, config_digest, spread
+from speed_models import RESULTS, machine, provenance, shared_data, write_results
 
 RUNS = Path(__file__).resolve().parent / "runs" / "precision"
 DEFAULT_RUNS = ("ml-100k/sasrec-ce", "ml-100k/intentrec-v1")
@@ -58,8 +58,8 @@ def fp32_record(data: str, model: str, seed: int) -> dict[str, Any]:
 
 
 def mean_sd(values: list[float]) -> str:
-    sd = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.4f}{sd}"
+    """A table cell as the accuracy tables write one: mean ± sample standard deviation, the mean alone for one."""
+    return cell({"seeds": len(values), "score": spread(values)}, "score")
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", default=str(RESULTS / "precision"), help="results path without extension")
     args = parser.parse_args()
-    os.environ.setdefault("INTENTREC_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    os.environ.setdefault("INTENTREC_SHARED_DATA", str(shared_data()))  # for the training subprocesses
 
     out = Path(args.out)
     previous = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
