@@ -105,18 +105,22 @@ def trained_from(run: Path, digest: str) -> bool:
     return stamp.exists() and stamp.read_text().strip() == digest
 
 
+def set_aside_if_stale(out: Path, digest: str) -> None:
+    """Move the run folder ``out`` aside if it was started (finished or not) from another version of its
+    config, or before stamps were kept, so that it is never recorded as this one nor resumed under it."""
+    if (out / "config.toml").exists() and not trained_from(out, digest):
+        aside = out.with_name(f"{out.name}.superseded-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+        out.rename(aside)
+        print(f"  {out.name}: trained from another config; moved to {aside.name}", flush=True)
+
+
 def run_one(data: str, model: str, seed: int, env: dict[str, str], threads: int) -> bool:
     """Train one run (unless finished) and write its record; False if training failed."""
     config = CONFIGS / data / f"{model}.toml"
     out = RUNS / f"{data}-{model}-s{seed}"
     stamp = out / "frozen_config.sha256"  # the digest of the frozen config the run was trained from
     digest = config_digest(data, model)
-    if (out / "config.toml").exists() and not trained_from(out, digest):
-        # started (finished or not) from another config, or before stamps were kept: set aside, never
-        # recorded as this one nor resumed under it
-        aside = out.with_name(f"{out.name}.superseded-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
-        out.rename(aside)
-        print(f"  {out.name}: trained from another config; moved to {aside.name}", flush=True)
+    set_aside_if_stale(out, digest)
     if (out / "summary.json").exists():
         write_record(data, model, seed, env)
         return True

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from accuracy import CONFIGS, RECORDS, cell, config_digest, spread
+from accuracy import CONFIGS, RECORDS, cell, config_digest, set_aside_if_stale, spread
 from speed_models import RESULTS, machine, provenance, shared_data, write_results
 
 RUNS = Path(__file__).resolve().parent / "runs" / "precision"
@@ -33,9 +33,13 @@ DEFAULT_RUNS = ("ml-100k/sasrec-ce", "ml-100k/intentrec-v1")
 
 
 def train_bf16(data: str, model: str, seed: int, threads: int) -> dict[str, Any]:
-    """The bf16 run's summary, trained unless its folder already holds a finished one."""
+    """The bf16 run's summary, trained unless its folder already holds a finished one of the current config."""
     out = RUNS / f"{data}-{model}-bf16-s{seed}"
+    digest = config_digest(data, model)  # a run of an earlier version of the config is not reused
+    set_aside_if_stale(out, digest)
     if not (out / "summary.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "frozen_config.sha256").write_text(digest + "\n")
         command = [sys.executable, "-m", "intentrec.cli", "train", "--config", str(CONFIGS / data / f"{model}.toml"),
                    "--set", 'train.precision="bf16"', "--set", f"train.seed={seed}", "--out", str(out),
                    "--threads", str(threads), *(["--resume"] if (out / "checkpoint.pt").exists() else [])]  # fmt: skip

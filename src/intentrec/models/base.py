@@ -249,7 +249,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         low = autocast_dtype(hidden.device.type)
         compute = low or work  # the products' operands
         h_all, table = hidden.detach().to(compute), items.detach().to(compute)
-        h_items = hidden.detach().to(items.dtype)  # the item gradient's operand (h_all outside autocast)
+        # the item gradient's operand, converted once (h_all itself outside autocast)
+        h_items = hidden.detach().to(items.dtype) if needs_items else None
         grad_hidden = torch.empty_like(hidden) if needs_hidden else None
         grad_items = torch.zeros_like(items) if needs_items else None
         total = hidden.new_zeros((), dtype=work)
@@ -272,7 +273,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 continue
             coefficient = exp.mul_((w / norm)[:, None])  # weighted softmax
             coefficient[torch.arange(len(t), device=t.device), t] -= w  # d loss / d logits
-            if grad_items is not None:  # accumulated in place in the items' dtype (a mixed-dtype sum is slow)
+            if grad_items is not None and h_items is not None:  # in place, items' dtype (mixed-dtype sums are slow)
                 grad_items.addmm_(coefficient.T, h_items[rows])
             if grad_hidden is not None:
                 if low_buffer is not None:
